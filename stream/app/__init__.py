@@ -1,0 +1,1 @@
+"""Adapters: the Faust worker, Kafka admin, publishing and metrics."""

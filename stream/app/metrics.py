@@ -1,0 +1,91 @@
+"""Every goldenflow metric, in one place.
+
+Names follow Prometheus conventions: ``goldenflow_`` prefix, ``_total`` for
+counters, base units; labels are bounded (topic, type, pattern, reason, rule),
+never user, sku or order ids. Metrics are updated once per batch from the core's
+counters, not per event. Pass a fresh ``CollectorRegistry`` in tests.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from stream.domain.engine import StepOutput
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events_consumed = Counter(
+            "goldenflow_events_consumed_total",
+            "Valid input events processed, by topic kind and event type.",
+            ["topic", "type"],
+            registry=registry,
+        )
+        self.invalid_events = Counter(
+            "goldenflow_invalid_events_total",
+            "Input messages rejected, by reason code (late events count here as 'late').",
+            ["reason"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "goldenflow_dead_letters_total",
+            "Records written to the dead-letter topic.",
+            registry=registry,
+        )
+        self.patterns = Counter(
+            "goldenflow_patterns_detected_total",
+            "Patterns detected (facts), by pattern.",
+            ["pattern"],
+            registry=registry,
+        )
+        self.commands = Counter(
+            "goldenflow_commands_emitted_total",
+            "Intervention commands published, by pattern, type and channel.",
+            ["pattern", "type", "channel"],
+            registry=registry,
+        )
+        self.pending_deadlines = Gauge(
+            "goldenflow_pending_deadlines",
+            "Deadlines armed and not yet fired, on this worker.",
+            registry=registry,
+        )
+        self.journeys = Gauge(
+            "goldenflow_journeys",
+            "Shopper journeys held in state on this worker.",
+            registry=registry,
+        )
+        self.ruleset_info = Gauge(
+            "goldenflow_ruleset_info",
+            "The rule set version in force (value 1).",
+            ["version"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "goldenflow_batch_events",
+            "Events handed to the core per batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=registry,
+        )
+        self.event_to_command = Histogram(
+            "goldenflow_event_to_command_seconds",
+            "Event time of the fact to the command being published (includes dwell).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def record_step(self, out: StepOutput, kinds: dict[str, str]) -> None:
+        """Update counters from one batch's output. ``kinds`` maps type -> topic kind."""
+        for type_, n in out.events_by_type.items():
+            self.events_consumed.labels(kinds.get(type_, "unknown"), type_).inc(n)
+        for dl in out.dead_letters:
+            self.invalid_events.labels(dl.code).inc()
+        if out.dead_letters:
+            self.dead_letters.inc(len(out.dead_letters))
+        for fact in out.facts:
+            self.patterns.labels(fact.pattern).inc()
+        for cmd in out.commands:
+            iv = cmd["intervention"]
+            self.commands.labels(cmd["pattern"], iv["type"], iv["channel"]).inc()

@@ -1,0 +1,269 @@
+"""The Faust worker: an adapter that feeds batches to the core and publishes the results.
+
+One agent consumes the four input topics together, ``take_events`` hands it
+batches, and each batch is split by partition and stepped through that
+partition's :class:`~stream.domain.engine.PartitionCore`. Commands and dead
+letters of a batch are produced together and awaited before the batch is
+acknowledged (at-least-once); the journeys the batch touched are written once
+each to the changelog-backed table. A timer lets idle partitions' watermarks
+follow the wall clock so deadlines fire when traffic stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import faust
+from aiohttp import web
+from aiokafka.partitioner import murmur2
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
+
+from stream.app.metrics import Metrics
+from stream.config import Settings
+from stream.decide.rulebook import RuleBook
+from stream.domain.engine import CoreConfig, DeadLetter, PartitionCore, Record, StepOutput
+from stream.domain.events import SCHEMA, encode
+
+log = logging.getLogger("goldenflow.worker")
+
+TYPE_KIND = {type_: spec[0] for type_, spec in SCHEMA.items()}
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """Faust settings derived from ours (connection, group timing, web, state)."""
+    opts: dict[str, Any] = {
+        "broker": settings.broker_url,
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "store": "memory://",
+        "datadir": str(settings.data_dir),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_linger": 0.02,
+        "web_enabled": True,
+        "web_host": settings.web_host,
+        "web_bind": settings.web_host,
+        "web_port": settings.web_port,
+        "web_in_thread": False,
+    }
+    creds = _credentials(settings)
+    if creds is not None:
+        opts["broker_credentials"] = creds
+    if settings.profile == "embedded":
+        # Short group timings: the embedded broker holds a JoinGroup for about half
+        # the session timeout, and tests and the demo should not wait 30 s.
+        opts.update(
+            broker_session_timeout=6.0,
+            broker_heartbeat_interval=1.0,
+            broker_rebalance_timeout=10.0,
+            broker_commit_interval=1.0,
+        )
+    return opts
+
+
+def _credentials(settings: Settings) -> Any:
+    proto = settings.security_protocol
+    if proto == "PLAINTEXT":
+        return None
+    ctx = settings.kafka_client_options().get("ssl_context")
+    if proto == "SSL":
+        return faust.SSLCredentials(ctx)
+    password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=password,
+        ssl_context=ctx,
+        mechanism=settings.sasl_mechanism,
+    )
+
+
+class Pipeline:
+    """Owns the partition cores of this worker and publishes their outputs."""
+
+    def __init__(
+        self, app: faust.App, settings: Settings, rulebook: RuleBook, metrics: Metrics, table: Any
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.rulebook = rulebook
+        self.metrics = metrics
+        self.table = table
+        self.kinds = settings.input_topics
+        self.cores: dict[int, PartitionCore] = {}
+        self.core_config = CoreConfig(
+            lateness_ms=settings.lateness_ms,
+            idle_ms=settings.idle_ms,
+            max_future_ms=settings.max_future_ms,
+            sources=tuple(settings.input_topics.values()),
+        )
+        self.lock = asyncio.Lock()
+        self.interventions = settings.topic("interventions")
+        self.dlq = settings.topic("dlq")
+        metrics.ruleset_info.labels(rulebook.version).set(1)
+
+    # -- partitions ------------------------------------------------------------------
+
+    def core(self, partition: int) -> PartitionCore:
+        core = self.cores.get(partition)
+        if core is None:
+            core = PartitionCore(
+                partition,
+                self.rulebook.timing,
+                self.rulebook.decider,
+                self.core_config,
+                now_ms=wall_ms(),
+            )
+            restored = core.restore(self._snapshots_of(partition))
+            log.info("partition %d: restored %d journeys", partition, restored)
+            self.cores[partition] = core
+        return core
+
+    def _snapshots_of(self, partition: int) -> list[tuple[str, bytes]]:
+        n = self.settings.partitions
+        return [
+            (key.decode(), value)
+            for key, value in self.table.items()
+            if value is not None and (murmur2(key) & 0x7FFFFFFF) % n == partition
+        ]
+
+    def revoke(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self.cores.pop(p, None)
+
+    # -- batches -----------------------------------------------------------------------
+
+    async def handle(self, events: list[Any]) -> None:
+        by_partition: dict[int, list[Record]] = defaultdict(list)
+        kinds = self.kinds
+        for event in events:
+            msg = event.message
+            value = msg.value if isinstance(msg.value, bytes) else b""
+            by_partition[msg.partition].append(
+                Record(kinds.get(msg.topic), value, msg.key, msg.topic, msg.partition, msg.offset)
+            )
+        async with self.lock:
+            now = wall_ms()
+            out = StepOutput()
+            for partition, records in by_partition.items():
+                out.extend(self.core(partition).step(records, now_ms=now))
+            self.metrics.batch_size.observe(len(events))
+            await self._publish(out, now)
+
+    async def tick(self) -> None:
+        async with self.lock:
+            now = wall_ms()
+            out = StepOutput()
+            for core in list(self.cores.values()):
+                out.extend(core.advance(now_ms=now))
+            await self._publish(out, now)
+
+    async def _publish(self, out: StepOutput, now: int) -> None:
+        producer = self.app.producer
+        futures = []
+        for cmd in out.commands:
+            futures.append(
+                await producer.send(
+                    self.interventions, cmd["user_id"].encode(), encode(cmd), None, None, None
+                )
+            )
+        for dl in out.dead_letters:
+            futures.append(await self._send_dead_letter(dl))
+        self._checkpoint()
+        if futures:
+            await asyncio.gather(*futures)
+        self.metrics.record_step(out, TYPE_KIND)
+        for fact in out.facts:
+            lag = max(0.0, (now - fact.at_ms) / 1000)
+            self.metrics.event_to_command.observe(lag)
+        self.metrics.pending_deadlines.set(sum(c.pending_deadlines for c in self.cores.values()))
+        self.metrics.journeys.set(sum(len(c.journeys) for c in self.cores.values()))
+        for dl in out.dead_letters:
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s: %s",
+                dl.record.topic,
+                dl.record.partition,
+                dl.record.offset,
+                dl.code,
+                dl.reason,
+            )
+
+    async def _send_dead_letter(self, dl: DeadLetter) -> Any:
+        rec = dl.record
+        headers = [
+            ("goldenflow.error.code", dl.code.encode()),
+            ("goldenflow.error.reason", dl.reason.encode()),
+            ("goldenflow.source.topic", rec.topic.encode()),
+            ("goldenflow.source.partition", str(rec.partition).encode()),
+            ("goldenflow.source.offset", str(rec.offset).encode()),
+        ]
+        return await self.app.producer.send(self.dlq, rec.key, rec.value, None, None, headers)
+
+    def _checkpoint(self) -> None:
+        """Write each journey the batch touched to the table, once."""
+        table = self.table
+        for core in self.cores.values():
+            for user, snap in core.take_dirty():
+                key = user.encode()
+                if snap is None:
+                    if key in table:
+                        del table[key]
+                else:
+                    table[key] = snap
+
+
+def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistry) -> faust.App:
+    """Build the Faust app with its agent, timer, table and web pages."""
+    app = faust.App(settings.app_id, **faust_options(settings))
+    setup_prometheus_sensors(
+        app, pattern="/metrics", registry=registry, name_prefix="goldenflow_faust"
+    )
+    metrics = Metrics(registry)
+    table = app.Table(
+        "journeys",
+        default=None,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        use_partitioner=True,
+    )
+    pipeline = Pipeline(app, settings, rulebook, metrics, table)
+    source = app.topic(*settings.input_topics, value_serializer="raw", key_serializer="raw")
+    within = settings.batch_within_ms / 1000
+
+    @app.agent(source, name="goldenflow.journeys")
+    async def journeys(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=within):
+            await pipeline.handle(events)
+
+    @app.timer(interval=0.5)
+    async def advance_idle() -> None:
+        await pipeline.tick()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        inputs = set(settings.input_topics)
+        async with pipeline.lock:
+            pipeline.revoke({tp.partition for tp in revoked if tp.topic in inputs})
+
+    @app.page("/health")
+    async def health(self: Any, request: Any) -> Any:
+        return web.json_response(
+            {
+                "status": "ok",
+                "ruleset_version": rulebook.version,
+                "partitions": sorted(pipeline.cores),
+            }
+        )
+
+    app.goldenflow_pipeline = pipeline  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,221 @@
+"""The ``goldenflow`` command line."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from stream.config import ENV_PREFIX, Settings
+from stream.errors import GoldenflowError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings_options(*names: str) -> Callable[[F], F]:
+    """Add one ``--flag`` per named setting, showing the env var behind it in --help."""
+
+    def decorate(func: F) -> F:
+        for name in reversed(names):
+            field = Settings.model_fields[name]
+            flag = "--" + name.replace("_", "-")
+            secret = name.endswith("password")
+            default = None if secret else field.default
+            help_text = field.description or ""
+            if default is not None and not secret:
+                help_text += f"  [default: {default}]"
+            func = click.option(
+                flag,
+                name,
+                default=None,
+                envvar=ENV_PREFIX + name.upper(),
+                show_envvar=True,
+                help=help_text,
+            )(func)
+        return func
+
+    return decorate
+
+
+def make_settings(values: dict[str, Any]) -> Settings:
+    """Settings from the given flag values (None means: from env or default)."""
+    given = {k: v for k, v in values.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise click.UsageError(f"invalid settings: {problems}") from None
+
+
+KAFKA = (
+    "broker_url",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "profile",
+)
+TOPICS = ("app_id", "topic_prefix", "partitions", "replication_factor")
+ENGINE = ("rules_dir", "lateness_ms", "idle_ms", "max_future_ms", "batch_max", "batch_within_ms")
+PROCESS = ("web_host", "web_port", "log_level", "data_dir")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="goldenflow")
+def main() -> None:
+    """goldenflow: real-time interventions for e-commerce checkout funnels on Kafka."""
+
+
+@main.command()
+@click.option(
+    "--port",
+    type=int,
+    default=9092,
+    envvar="GOLDENFLOW_BROKER_PORT",
+    show_envvar=True,
+    show_default=True,
+    help="port to listen on (0: pick a free one)",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    envvar="GOLDENFLOW_BROKER_HOST",
+    show_envvar=True,
+    show_default=True,
+    help="address to listen on",
+)
+@click.option(
+    "--storage",
+    default="memory://tansu/",
+    envvar="GOLDENFLOW_BROKER_STORAGE",
+    show_envvar=True,
+    show_default=True,
+    help="storage engine (memory:// or s3://)",
+)
+def broker(port: int, host: str, storage: str) -> None:
+    """Run the embedded Kafka-protocol broker (for the demo and tests) until Ctrl-C."""
+    from stream.broker import EmbeddedBroker, free_port
+
+    emb = EmbeddedBroker(port=port or free_port(host), host=host, storage=storage)
+    try:
+        emb.start()
+    except GoldenflowError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"embedded broker ready on {emb.bootstrap} (GOLDENFLOW_BROKER_URL={emb.url})")
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop["now"] and emb.process is not None and emb.process.poll() is None:
+        time.sleep(0.2)
+    code = emb.stop()
+    click.echo(f"embedded broker stopped (exit {code})")
+
+
+@main.command()
+@settings_options(*KAFKA, *TOPICS, *ENGINE, *PROCESS)
+def worker(**values: Any) -> None:
+    """Run a worker: consume the input topics, detect patterns, publish interventions."""
+    from stream.app.run import run_worker
+    from stream.logs import setup_logging
+
+    settings = make_settings(values)
+    setup_logging(settings.log_level)
+    try:
+        run_worker(settings)
+    except GoldenflowError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    envvar="GOLDENFLOW_DEMO_DURATION",
+    show_envvar=True,
+    help="stop after this many seconds (default: until Ctrl-C)",
+)
+@click.option(
+    "--speed",
+    type=float,
+    default=60.0,
+    envvar="GOLDENFLOW_DEMO_SPEED",
+    show_envvar=True,
+    show_default=True,
+    help="event time runs this many times faster than the wall clock",
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=40.0,
+    envvar="GOLDENFLOW_DEMO_RATE",
+    show_envvar=True,
+    show_default=True,
+    help="new shoppers per wall-clock second",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=7,
+    envvar="GOLDENFLOW_DEMO_SEED",
+    show_envvar=True,
+    show_default=True,
+    help="traffic random seed",
+)
+@click.option(
+    "--rules-dir",
+    type=click.Path(path_type=Path),
+    default=Path("rules"),
+    envvar="GOLDENFLOW_RULES_DIR",
+    show_envvar=True,
+    show_default=True,
+    help="folder of rule files",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path(".demo"),
+    envvar="GOLDENFLOW_DEMO_WORKDIR",
+    show_envvar=True,
+    show_default=True,
+    help="where logs of the broker and worker go",
+)
+def demo(
+    duration: float | None, speed: float, rate: float, seed: int, rules_dir: Path, workdir: Path
+) -> None:
+    """Start the embedded broker, a worker and generated shoppers; show interventions live."""
+    from stream.demo.runner import DemoOptions, run_demo
+
+    try:
+        code = run_demo(
+            DemoOptions(
+                duration=duration,
+                speed=speed,
+                rate=rate,
+                seed=seed,
+                rules_dir=rules_dir,
+                workdir=workdir,
+            )
+        )
+    except GoldenflowError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

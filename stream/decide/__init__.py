@@ -1,0 +1,1 @@
+"""Rule files and decisions: schema, loading with file:line errors, deciders."""

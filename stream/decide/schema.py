@@ -1,0 +1,55 @@
+"""Pydantic schema of the rule files (what rule authors may write)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from stream.decide.durations import parse_duration
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+
+InterventionType = Literal[
+    "category_coupon", "payment_coupon", "points", "reminder", "retention_offer", "cross_sell"
+]
+Channel = Literal["push", "sms", "in_app"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CartStallTiming(Strict):
+    default_dwell: Duration = Field(description="dwell for categories not listed")
+    dwell: dict[str, Duration] = Field(default_factory=dict, description="category -> dwell")
+
+
+class TimingFile(Strict):
+    """rules/timing.yaml"""
+
+    cart_stall: CartStallTiming
+
+
+class Intervention(Strict):
+    id: str = Field(min_length=1, description="rule id shown on every command")
+    description: str = ""
+    type: InterventionType
+    channel: Channel
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DefaultsFile(Strict):
+    """rules/defaults.yaml: the intervention each pattern gets when nothing else decides."""
+
+    defaults: dict[
+        Literal[
+            "cart_stall",
+            "checkout_abandon",
+            "payment_stall",
+            "unpaid_order",
+            "cancel_request",
+            "cross_sell",
+        ],
+        Intervention,
+    ]

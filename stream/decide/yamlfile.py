@@ -1,0 +1,94 @@
+"""Read a YAML file into plain data and remember the line of every key and item.
+
+Rule authors need problems reported as ``file:line``. PyYAML's node tree knows
+where everything is; this keeps a map from a data path (``("rules", 2, "when")``)
+to its 1-based line, and reports duplicate keys that plain loading would hide.
+Only the safe loader is used: no tags that construct Python objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stream.errors import RuleFileError, RuleProblem
+
+Loc = tuple[str | int, ...]
+
+
+class YamlDoc:
+    """Loaded data plus the line of each path in it."""
+
+    def __init__(self, path: str, data: Any, lines: dict[Loc, int]) -> None:
+        self.path = path
+        self.data = data
+        self.lines = lines
+
+    def line_of(self, loc: Loc) -> int:
+        """The line of the deepest known prefix of ``loc`` (1 if none)."""
+        for end in range(len(loc), -1, -1):
+            line = self.lines.get(tuple(loc[:end]))
+            if line is not None:
+                return line
+        return 1
+
+    def problem(self, loc: Loc, message: str) -> RuleProblem:
+        return RuleProblem(self.path, self.line_of(loc), message)
+
+
+def load_yaml(path: Path, shown_as: str | None = None) -> YamlDoc:
+    """Load one YAML file; raise :class:`RuleFileError` naming file and line."""
+    name = shown_as or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuleFileError([RuleProblem(name, 1, f"cannot read the file: {exc}")]) from None
+    return parse_yaml(text, name)
+
+
+def parse_yaml(text: str, name: str) -> YamlDoc:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return YamlDoc(name, None, {(): 1})
+        problems: list[RuleProblem] = []
+        lines: dict[Loc, int] = {}
+        _walk(node, (), lines, problems, name)
+        if problems:
+            raise RuleFileError(problems)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        what = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
+        raise RuleFileError([RuleProblem(name, line, f"YAML syntax error: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise RuleFileError([RuleProblem(name, 1, f"YAML error: {exc}")]) from None
+    finally:
+        loader.dispose()
+    return YamlDoc(name, data, lines)
+
+
+def _walk(
+    node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[RuleProblem], name: str
+) -> None:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                problems.append(
+                    RuleProblem(name, line, f"duplicate key {key!r} (first at line {seen[key]})")
+                )
+            seen[key] = line
+            lines[(*loc, key)] = line
+            _walk(value_node, (*loc, key), lines, problems, name)
+            lines[(*loc, key)] = line
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, (*loc, i), lines, problems, name)

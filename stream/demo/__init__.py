@@ -1,0 +1,1 @@
+"""The demo: embedded broker, one worker, generated shoppers, a live view."""

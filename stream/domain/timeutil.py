@@ -1,0 +1,75 @@
+"""Event-time helpers. All times in the core are integer epoch milliseconds (UTC)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from stream.errors import InvalidEvent
+
+SECOND = 1000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+#: Earliest event time accepted (2000-01-01T00:00:00Z); anything older is a unit mistake.
+MIN_TS_MS = 946_684_800_000
+
+
+def parse_ts(value: object, field: str = "ts") -> int:
+    """Parse an event time: RFC 3339 with a zone, or epoch milliseconds."""
+    if isinstance(value, bool):
+        raise InvalidEvent(
+            "wrong_type",
+            f"field {field!r} must be RFC 3339 text with a zone or epoch milliseconds; "
+            "got a boolean",
+        )
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEvent("bad_value", f"field {field!r} is not a finite number: {value!r}")
+        ms = int(value)
+    elif isinstance(value, str):
+        ms = _parse_rfc3339(value, field)
+    else:
+        raise InvalidEvent(
+            "wrong_type",
+            f"field {field!r} must be RFC 3339 text with a zone or epoch milliseconds; "
+            f"got {type(value).__name__}",
+        )
+    if ms < MIN_TS_MS:
+        raise InvalidEvent(
+            "bad_timestamp",
+            f"field {field!r} = {value!r} is before 2000-01-01; "
+            "send epoch milliseconds (not seconds) or RFC 3339 text",
+        )
+    return ms
+
+
+def _parse_rfc3339(text: str, field: str) -> int:
+    if len(text) > 64:
+        raise InvalidEvent("bad_timestamp", f"field {field!r} is too long for a timestamp")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidEvent(
+            "bad_timestamp",
+            f"field {field!r} = {text[:40]!r} is not RFC 3339 "
+            "(expected e.g. 2026-11-25T10:00:00Z or 2026-11-25T18:00:00+08:00)",
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidEvent(
+            "bad_timestamp",
+            f"field {field!r} = {text[:40]!r} has no time zone; add 'Z' or an offset like +08:00",
+        )
+    return int(parsed.timestamp() * 1000)
+
+
+def format_ts(ms: int) -> str:
+    """Format epoch milliseconds as RFC 3339 UTC text with millisecond precision."""
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
