@@ -228,6 +228,9 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
         app, pattern="/metrics", registry=registry, name_prefix="goldenflow_faust"
     )
     metrics = Metrics(registry)
+    # Each batch writes up to batch_max changelog records at once; faust's producer
+    # buffer warns (and flushes early) above 100 queued records unless told otherwise.
+    app.producer.buffer.max_messages = max(100, 2 * settings.batch_max)
     table = app.Table(
         "journeys",
         default=None,
