@@ -63,6 +63,70 @@ class Metrics:
             ["version"],
             registry=registry,
         )
+        self.duplicate_events = Counter(
+            "goldenflow_duplicate_events_total",
+            "Input events ignored as repeats of an event_id already seen within the horizon.",
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "goldenflow_decisions_total",
+            "Decisions made about detected patterns, by pattern, rule and result.",
+            ["pattern", "rule", "result"],
+            registry=registry,
+        )
+        self.suppressions = Counter(
+            "goldenflow_suppressions_total",
+            "Decisions not emitted as commands, by reason (cap, budget, holdout, ...).",
+            ["reason"],
+            registry=registry,
+        )
+        self.budget_spend = Counter(
+            "goldenflow_budget_spend_total",
+            "Value committed by emitted commands, by budget bucket and unit (currency, points).",
+            ["bucket", "unit"],
+            registry=registry,
+        )
+        self.budget_remaining = Gauge(
+            "goldenflow_budget_remaining",
+            "Budget left today in this worker's view, by bucket and unit.",
+            ["bucket", "unit"],
+            registry=registry,
+        )
+        self.recovered_orders = Counter(
+            "goldenflow_recovered_orders_total",
+            "Conversions attributed to a decision, by pattern and arm (treatment, control).",
+            ["pattern", "arm"],
+            registry=registry,
+        )
+        self.recovered_gmv = Counter(
+            "goldenflow_recovered_gmv_total",
+            "GMV of conversions attributed to a decision, by pattern and arm.",
+            ["pattern", "arm"],
+            registry=registry,
+        )
+        self.rule_reload_failures = Counter(
+            "goldenflow_rule_reload_failures_total",
+            "Rule-file changes refused because they did not validate.",
+            registry=registry,
+        )
+        self.deadline_to_command = Histogram(
+            "goldenflow_deadline_to_command_seconds",
+            "From a deadline becoming due (watermark passing it) to its command being published.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.cancel_to_retention = Histogram(
+            "goldenflow_cancel_to_retention_seconds",
+            "From a cancel request arriving to its retention command being published.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "goldenflow_consumer_lag_messages",
+            "Messages behind the partition's high water (from fetch responses).",
+            ["topic", "partition"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "goldenflow_batch_events",
             "Events handed to the core per batch.",
