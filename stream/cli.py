@@ -67,7 +67,15 @@ KAFKA = (
     "profile",
 )
 TOPICS = ("app_id", "topic_prefix", "partitions", "replication_factor")
-ENGINE = ("rules_dir", "lateness_ms", "idle_ms", "max_future_ms", "batch_max", "batch_within_ms")
+ENGINE = (
+    "rules_dir",
+    "lateness_ms",
+    "idle_ms",
+    "max_future_ms",
+    "horizon_ms",
+    "batch_max",
+    "batch_within_ms",
+)
 PROCESS = ("web_host", "web_port", "log_level", "data_dir")
 
 

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_future_ms: int = Field(
         86_400_000, ge=0, description="events further ahead of the clock are dead-lettered"
     )
+    horizon_ms: int = Field(
+        7 * 86_400_000, ge=60_000, description="journey state older than this (event time) expires"
+    )
     batch_max: int = Field(2_000, ge=1, description="most events handed to the core at once")
     batch_within_ms: int = Field(
         20, ge=1, description="longest wait to fill a batch (keeps immediate patterns fast)"

@@ -32,6 +32,7 @@ from stream.domain.events import SCHEMA, encode
 log = logging.getLogger("goldenflow.worker")
 
 TYPE_KIND = {type_: spec[0] for type_, spec in SCHEMA.items()}
+EMBEDDED_MAX_BATCH_BYTES = 100
 
 
 def wall_ms() -> int:
@@ -67,6 +68,14 @@ def faust_options(settings: Settings) -> dict[str, Any]:
             broker_heartbeat_interval=1.0,
             broker_rebalance_timeout=10.0,
             broker_commit_interval=1.0,
+            # The embedded broker answers ListOffsets(LATEST) with the first offset
+            # of a partition's last batch + 1, and faust's table recovery stops
+            # reading a changelog at that offset: with multi-record batches it would
+            # restore old or no state, silently. One record per produce batch makes
+            # the reported end offsets exact (aiokafka always takes the first record
+            # of a batch; a batch header alone is 61 bytes). It costs throughput, so
+            # only this profile uses it; Apache Kafka needs none of this.
+            producer_max_batch_size=EMBEDDED_MAX_BATCH_BYTES,
         )
     return opts
 
@@ -104,6 +113,7 @@ class Pipeline:
             lateness_ms=settings.lateness_ms,
             idle_ms=settings.idle_ms,
             max_future_ms=settings.max_future_ms,
+            horizon_ms=settings.horizon_ms,
             sources=tuple(settings.input_topics.values()),
         )
         self.lock = asyncio.Lock()
@@ -116,25 +126,39 @@ class Pipeline:
     def core(self, partition: int) -> PartitionCore:
         core = self.cores.get(partition)
         if core is None:
+            self.assign({partition})
+            core = self.cores[partition]
+        return core
+
+    def assign(self, partitions: set[int]) -> None:
+        """Build the cores of newly assigned partitions from the recovered table."""
+        new = partitions - set(self.cores)
+        if not new:
+            return
+        snapshots: dict[int, list[tuple[str, bytes]]] = {p: [] for p in new}
+        n = self.settings.partitions
+        for key, value in self.table.items():
+            if value is not None:
+                partition = (murmur2(key) & 0x7FFFFFFF) % n
+                if partition in snapshots:
+                    snapshots[partition].append((key.decode(), value))
+        now = wall_ms()
+        for partition in sorted(new):
             core = PartitionCore(
                 partition,
                 self.rulebook.timing,
                 self.rulebook.decider,
                 self.core_config,
-                now_ms=wall_ms(),
+                now_ms=now,
             )
-            restored = core.restore(self._snapshots_of(partition))
-            log.info("partition %d: restored %d journeys", partition, restored)
+            restored = core.restore(snapshots[partition])
             self.cores[partition] = core
-        return core
-
-    def _snapshots_of(self, partition: int) -> list[tuple[str, bytes]]:
-        n = self.settings.partitions
-        return [
-            (key.decode(), value)
-            for key, value in self.table.items()
-            if value is not None and (murmur2(key) & 0x7FFFFFFF) % n == partition
-        ]
+            log.info(
+                "partition %d: restored %d journeys, %d pending deadlines",
+                partition,
+                restored,
+                core.pending_deadlines,
+            )
 
     def revoke(self, partitions: set[int]) -> None:
         for p in partitions:
@@ -148,8 +172,17 @@ class Pipeline:
         for event in events:
             msg = event.message
             value = msg.value if isinstance(msg.value, bytes) else b""
+            stamp = msg.timestamp
             by_partition[msg.partition].append(
-                Record(kinds.get(msg.topic), value, msg.key, msg.topic, msg.partition, msg.offset)
+                Record(
+                    kinds.get(msg.topic),
+                    value,
+                    msg.key,
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    int(stamp * 1000) if stamp else None,
+                )
             )
         async with self.lock:
             now = wall_ms()
@@ -181,10 +214,18 @@ class Pipeline:
         self._checkpoint()
         if futures:
             await asyncio.gather(*futures)
+        published = wall_ms()
         self.metrics.record_step(out, TYPE_KIND)
+        if out.duplicates:
+            self.metrics.duplicate_events.inc(out.duplicates)
         for fact in out.facts:
-            lag = max(0.0, (now - fact.at_ms) / 1000)
-            self.metrics.event_to_command.observe(lag)
+            self.metrics.event_to_command.observe(max(0.0, (published - fact.at_ms) / 1000))
+            if fact.received_ms is not None:
+                if fact.pattern == "cancel_request":
+                    seconds = max(0.0, (published - fact.received_ms) / 1000)
+                    self.metrics.cancel_to_retention.observe(seconds)
+            else:  # a deadline: due when this batch (or tick) moved the watermark past it
+                self.metrics.deadline_to_command.observe(max(0.0, (published - now) / 1000))
         self.metrics.pending_deadlines.set(sum(c.pending_deadlines for c in self.cores.values()))
         self.metrics.journeys.set(sum(len(c.journeys) for c in self.cores.values()))
         for dl in out.dead_letters:
@@ -251,6 +292,13 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
     @app.timer(interval=0.5)
     async def advance_idle() -> None:
         await pipeline.tick()
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, **kwargs: Any) -> None:
+        inputs = set(settings.input_topics)
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic in inputs}
+        async with pipeline.lock:
+            pipeline.assign(assigned)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:

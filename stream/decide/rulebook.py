@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from stream.decide.schema import DefaultsFile, TimingFile
+from stream.decide.schema import CategoryGraphFile, DefaultsFile, TimingFile
 from stream.decide.yamlfile import YamlDoc, load_yaml
 from stream.domain.facts import Decision, Fact
 from stream.domain.timing import Timing
@@ -24,6 +24,7 @@ M = TypeVar("M", bound=BaseModel)
 
 TIMING_FILE = "timing.yaml"
 DEFAULTS_FILE = "defaults.yaml"
+GRAPH_FILE = "category_graph.yaml"
 
 
 class DefaultDecider:
@@ -67,14 +68,20 @@ def load_rulebook(rules_dir: Path) -> RuleBook:
         )
     timing = _load_model(rules_dir / TIMING_FILE, TimingFile, problems)
     defaults = _load_model(rules_dir / DEFAULTS_FILE, DefaultsFile, problems)
-    if problems or timing is None or defaults is None:
+    graph = _load_model(rules_dir / GRAPH_FILE, CategoryGraphFile, problems)
+    if problems or timing is None or defaults is None or graph is None:
         raise RuleFileError(problems)
-    files = (TIMING_FILE, DEFAULTS_FILE)
+    files = (TIMING_FILE, DEFAULTS_FILE, GRAPH_FILE)
     version = _version(rules_dir, files)
     return RuleBook(
         timing=Timing(
             default_cart_dwell_ms=timing.cart_stall.default_dwell,
             cart_dwell_ms=dict(timing.cart_stall.dwell),
+            checkout_abandon_ms=timing.checkout_abandon.after,
+            payment_stall_ms=timing.payment_stall.after,
+            payment_stall_by_reason_ms=dict(timing.payment_stall.by_failure_reason),
+            unpaid_lead_ms=timing.unpaid_order.lead,
+            companions={k: tuple(v) for k, v in graph.companions.items()},
         ),
         decider=DefaultDecider(defaults, version),
         version=version,

@@ -25,10 +25,33 @@ class CartStallTiming(Strict):
     dwell: dict[str, Duration] = Field(default_factory=dict, description="category -> dwell")
 
 
+class AfterTiming(Strict):
+    after: Duration = Field(description="how long the shopper may stay at this step")
+
+
+class PaymentStallTiming(AfterTiming):
+    by_failure_reason: dict[str, Duration] = Field(
+        default_factory=dict, description="failure reason -> wait after a failed payment"
+    )
+
+
+class UnpaidOrderTiming(Strict):
+    lead: Duration = Field(description="how long before the pay deadline to act")
+
+
 class TimingFile(Strict):
     """rules/timing.yaml"""
 
     cart_stall: CartStallTiming
+    checkout_abandon: AfterTiming
+    payment_stall: PaymentStallTiming
+    unpaid_order: UnpaidOrderTiming
+
+
+class CategoryGraphFile(Strict):
+    """rules/category_graph.yaml"""
+
+    companions: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class Intervention(Strict):

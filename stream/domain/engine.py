@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -39,6 +39,7 @@ class Record(NamedTuple):
     topic: str = ""
     partition: int = -1
     offset: int = -1
+    timestamp_ms: int | None = None  # the broker record's timestamp
 
 
 @dataclass(slots=True)
@@ -55,6 +56,8 @@ class CoreConfig:
     lateness_ms: int = 30_000
     idle_ms: int = 5_000
     max_future_ms: int = 24 * 3_600_000
+    #: state older than this (event time, behind the watermark) expires
+    horizon_ms: int = 7 * 24 * 3_600_000
     #: input topic kinds whose progress the watermark waits for (None: one merged source)
     sources: tuple[str, ...] | None = None
 
@@ -65,12 +68,14 @@ class StepOutput:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     facts: list[Fact] = field(default_factory=list)
     events_by_type: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
 
     def extend(self, other: StepOutput) -> None:
         self.commands.extend(other.commands)
         self.dead_letters.extend(other.dead_letters)
         self.facts.extend(other.facts)
         self.events_by_type.update(other.events_by_type)
+        self.duplicates += other.duplicates
 
 
 class PartitionCore:
@@ -124,6 +129,10 @@ class PartitionCore:
                     )
                 )
                 continue
+            journey = self.journeys.get(ev.user_id)
+            if journey is not None and journey.is_duplicate(ev):
+                out.duplicates += 1
+                continue
             if wm.is_late(ev.ts):
                 out.dead_letters.append(
                     DeadLetter(
@@ -135,17 +144,19 @@ class PartitionCore:
                 )
                 continue
             out.events_by_type[ev.type] += 1
-            self._apply(ev, rec.kind, out, now_ms)
+            if journey is None:
+                journey = self.journeys[ev.user_id] = Journey(ev.user_id)
+            self._apply(journey, ev, rec, out, now_ms)
         return out
 
-    def _apply(self, ev: Event, kind: str | None, out: StepOutput, now_ms: int | None) -> None:
-        user = ev.user_id
-        journey = self.journeys.get(user)
-        if journey is None:
-            journey = self.journeys[user] = Journey(user)
+    def _apply(
+        self, journey: Journey, ev: Event, rec: Record, out: StepOutput, now_ms: int | None
+    ) -> None:
         facts = journey.on_item(ev, self.timing)
+        if facts and rec.timestamp_ms is not None:
+            facts = [replace(f, received_ms=rec.timestamp_ms) for f in facts]
         self._after_change(journey)
-        watermark = self.watermark.observe(kind, ev.ts, now_ms)
+        watermark = self.watermark.observe(rec.kind, ev.ts, now_ms)
         if watermark is not None:
             self._fire_due(watermark, out, now_ms)
         for fact in facts:
@@ -165,7 +176,7 @@ class PartitionCore:
             journey = self.journeys.get(user)
             if journey is None:
                 continue
-            facts = journey.on_notify(watermark)
+            facts = journey.on_notify(watermark, self.config.horizon_ms)
             self._after_change(journey)
             for fact in facts:
                 self._decide(fact, out, now_ms)
@@ -178,7 +189,7 @@ class PartitionCore:
             out.commands.append(build_command(fact, decision, decided_at))
 
     def _after_change(self, journey: Journey) -> None:
-        self.deadlines.schedule(journey.user_id, journey.notify_at())
+        self.deadlines.schedule(journey.user_id, journey.notify_at(self.config.horizon_ms))
         self.dirty.add(journey.user_id)
 
     # -- state ----------------------------------------------------------------------
@@ -202,7 +213,7 @@ class PartitionCore:
         for user, raw in snapshots:
             journey = Journey.from_snapshot(user, orjson.loads(raw))
             self.journeys[user] = journey
-            self.deadlines.schedule(user, journey.notify_at())
+            self.deadlines.schedule(user, journey.notify_at(self.config.horizon_ms))
             count += 1
         return count
 

@@ -33,6 +33,8 @@ class Fact:
     subject: str
     trigger_event_id: str
     fields: dict[str, Any] = field(default_factory=dict)
+    #: wall-clock time the triggering message reached the broker (immediate patterns)
+    received_ms: int | None = None
 
     @property
     def intervention_id(self) -> str:

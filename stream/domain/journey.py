@@ -7,80 +7,195 @@ event, :meth:`Journey.on_notify` advances the journey to a watermark,
 state takes outside memory (the changelog-backed table stores the snapshot).
 
 Event time, not arrival order: the four input topics interleave arbitrarily, so
-an event that changes what a pattern sees is first held in a small per-journey
-buffer, ordered by time, and applied when the watermark passes it, interleaved
-with the deadlines it could race (a stall fires only if nothing moved the shopper
-on before it). Every event the core accepts is at or after the watermark, so the
-outcome is the same whatever the batching or topic interleaving.
+an event that changes what a pattern sees is held in a small per-journey buffer,
+ordered by time, and applied once the watermark passes it, interleaved with the
+deadlines it races (a stall fires only if nothing moved the shopper on before
+it). Every event the core accepts is at or after the watermark, so the outcome
+is the same whatever the batching or the topic interleaving. Immediate patterns
+(a cancel request, a cross-sell chance) are decided on arrival.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 from typing import Any
 
 from stream.domain.events import Event
 from stream.domain.facts import Fact
+from stream.domain.timeutil import parse_ts
 from stream.domain.timing import Timing
 
-#: ``due`` of a cart line whose stall already fired: one firing per silence.
+#: A deadline that already fired: one firing per silence.
 FIRED = -1
 
-# Cart line (a list, for a compact snapshot): a silence of one sku in the cart.
-# [category, price, qty, started_ms, trigger_event_id, due_ms or FIRED]
+# Cart line: one sku's silence in the cart.
 _CAT, _PRICE, _QTY, _START, _EID, _DUE = range(6)
+# Open checkout.
+C_START, C_EID, C_DUE, C_AMOUNT, C_ITEMS, C_CATS = range(6)
+# Order: created info, status, the unpaid-order and payment-stall deadlines.
+(
+    O_SEEN,  # first event time for this order (expiry)
+    O_CREATED,  # order_created time or None (orphan payments are fine)
+    O_EID,  # event that created it
+    O_AMOUNT,
+    O_DEADLINE,  # pay_deadline or None
+    O_STATUS,
+    O_UNPAID_DUE,  # None, a time, or FIRED
+    O_PAY_START,  # cashier silence start
+    O_PAY_EID,
+    O_PAY_DUE,  # None, a time, or FIRED
+    O_FAILS,
+    O_REASON,
+    O_METHOD,
+    O_CATS,
+) = range(14)
+OPEN, PAID, CANCELLED, CANCEL_REQUESTED = range(4)
+STATUS_NAMES = ("open", "paid", "cancelled", "cancel_requested")
 
-# Buffered change, ordered by (time, kind, event id, sku): kind 0 = moved on
-# (removed, checked out, ordered), 1 = added. Equal times: moving on comes first.
-# (ts, kind, event_id, sku, qty, price, category, dwell_ms)
-_MOVED, _ADDED = 0, 1
+# Buffered change: (ts, order, event_id, index, type, data). At equal times,
+# moving on (order 0) comes before arming a deadline (order 1).
+_ORDER = {
+    "cart_remove": 0,
+    "checkout_submit": 0,
+    "payment_success": 0,
+    "order_paid": 0,
+    "order_cancelled": 0,
+    "order_cancel_requested": 0,
+    "order_created": 0,
+    "cart_add": 1,
+    "checkout_start": 1,
+    "cashier_enter": 1,
+    "payment_failed": 1,
+}
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+
+
+def event_key(event_id: str) -> int:
+    """A stable 64-bit key of an event id, for duplicate detection."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1  # 63 bits: a JSON-safe signed integer
+
+
+def _skus(items: Any) -> tuple[str, ...]:
+    return tuple(item["sku"] for item in items or ())
+
+
+def _cats(items: Any) -> list[str]:
+    cats: list[str] = []
+    for item in items or ():
+        cat = item.get("category")
+        if cat and cat not in cats:
+            cats.append(cat)
+    return cats
 
 
 class Journey:
-    __slots__ = ("cart", "pending", "segment", "stalls", "timezone", "user_id")
+    __slots__ = (
+        "cart",
+        "checkouts",
+        "orders",
+        "pending",
+        "prior",
+        "seen",
+        "segment",
+        "timezone",
+        "user_id",
+    )
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
         self.cart: dict[str, list[Any]] = {}
+        self.checkouts: dict[str, list[Any]] = {}
+        self.orders: dict[str, list[Any]] = {}
         self.pending: list[tuple[Any, ...]] = []
-        self.stalls = 0
+        self.seen: dict[int, int] = {}
+        self.prior = 0  # patterns detected for this shopper so far
         self.segment: str | None = None
         self.timezone: str | None = None
 
-    # -- stepping -----------------------------------------------------------------
+    # -- taking events ------------------------------------------------------------
+
+    def is_duplicate(self, ev: Event) -> bool:
+        return event_key(ev.event_id) in self.seen
 
     def on_item(self, ev: Event, timing: Timing) -> list[Fact]:
-        """Take one event; return the facts it yields at once (none for stalls)."""
+        """Take one event; return the facts it yields at once (cancel request, cross-sell)."""
+        self.seen[event_key(ev.event_id)] = ev.ts
         body = ev.body
-        segment = body.get("segment")
-        if segment is not None:
-            self.segment = segment
-        tz = body.get("timezone")
-        if tz is not None:
-            self.timezone = tz
+        if body.get("segment") is not None:
+            self.segment = body["segment"]
+        if body.get("timezone") is not None:
+            self.timezone = body["timezone"]
         kind = ev.type
+        data: tuple[Any, ...]
+        facts: list[Fact] = []
         if kind == "cart_add":
             category = body["category"]
-            self._buffer(
-                (
-                    ev.ts,
-                    _ADDED,
-                    ev.event_id,
-                    body["sku"],
-                    body.get("qty") or 1,
-                    float(body["price"]),
-                    category,
-                    timing.cart_dwell(category),
-                )
+            data = (
+                body["sku"],
+                body.get("qty") or 1,
+                float(body["price"]),
+                category,
+                timing.cart_dwell(category),
             )
         elif kind == "cart_remove":
-            self._buffer((ev.ts, _MOVED, ev.event_id, body["sku"], 0, 0.0, "", 0))
-        elif kind in ("checkout_start", "checkout_submit", "order_created"):
-            for item in body.get("items") or ():
-                self._buffer((ev.ts, _MOVED, ev.event_id, item["sku"], 0, 0.0, "", 0))
-        return []
+            data = (body["sku"],)
+        elif kind == "checkout_start":
+            items = body["items"]
+            cats = _cats(items)
+            amount = body.get("amount")
+            if amount is None:
+                amount = sum(i.get("price", 0.0) * i.get("qty", 1) for i in items)
+            data = (
+                body["checkout_id"],
+                _skus(items),
+                float(amount),
+                len(items),
+                cats,
+                timing.checkout_abandon_ms,
+            )
+            missing = timing.missing_companions(cats)
+            if missing:
+                facts.append(self._cross_sell(ev, cats, missing, float(amount)))
+        elif kind == "checkout_submit":
+            data = (body["checkout_id"], _skus(body.get("items")))
+        elif kind == "order_created":
+            data = (
+                body["order_id"],
+                body.get("checkout_id"),
+                _skus(body["items"]),
+                float(body["amount"]),
+                parse_ts(body["pay_deadline"], "pay_deadline"),
+                timing.unpaid_lead_ms,
+                _cats(body["items"]),
+            )
+        elif kind == "cashier_enter":
+            data = (
+                body["order_id"],
+                body.get("amount"),
+                body.get("method"),
+                timing.payment_stall_ms,
+            )
+        elif kind == "payment_failed":
+            reason = body.get("reason")
+            data = (
+                body["order_id"],
+                body.get("amount"),
+                body.get("method"),
+                timing.payment_stall(reason),
+                reason,
+            )
+        elif kind in ("payment_success", "order_paid", "order_cancelled"):
+            data = (body["order_id"], body.get("amount"))
+        elif kind == "order_cancel_requested":
+            data = (body["order_id"],)
+            facts.append(self._cancel_request(ev))
+        else:  # views: they only refresh the shopper's attributes
+            return facts
+        self._buffer((ev.ts, _ORDER[kind], ev.event_id, 0, kind, data))
+        return facts
 
     def _buffer(self, change: tuple[Any, ...]) -> None:
         pending = self.pending
@@ -89,97 +204,334 @@ class Journey:
         else:
             bisect.insort(pending, change)
 
-    def notify_at(self) -> int | None:
-        """The watermark this journey waits for: > next buffered change or stall."""
+    # -- deadlines ------------------------------------------------------------------
+
+    def notify_at(self, horizon_ms: int) -> int | None:
+        """The watermark this journey waits for: just past its next change, deadline or expiry."""
         times = [line[_DUE] for line in self.cart.values() if line[_DUE] != FIRED]
+        times.extend(c[C_DUE] for c in self.checkouts.values() if c[C_DUE] != FIRED)
+        for order in self.orders.values():
+            for due in (order[O_UNPAID_DUE], order[O_PAY_DUE]):
+                if due is not None and due != FIRED:
+                    times.append(due)
         if self.pending:
             times.append(self.pending[0][0])
+        oldest = self._oldest()
+        if oldest is not None:
+            times.append(oldest + horizon_ms)
         return min(times) + 1 if times else None
 
-    def on_notify(self, watermark_ms: int) -> list[Fact]:
-        """Advance to the watermark: apply changes and fire stalls before it, in time order."""
+    def _oldest(self) -> int | None:
+        starts = [line[_START] for line in self.cart.values()]
+        starts.extend(c[C_START] for c in self.checkouts.values())
+        starts.extend(o[O_SEEN] for o in self.orders.values())
+        if self.seen:
+            starts.append(min(self.seen.values()))
+        return min(starts) if starts else None
+
+    def on_notify(self, watermark_ms: int, horizon_ms: int) -> list[Fact]:
+        """Advance to the watermark: apply changes and fire deadlines before it, in time order."""
         facts: list[Fact] = []
         pending = self.pending
         applied = 0
         while True:
-            next_change = pending[applied][0] if applied < len(pending) else None
-            if next_change is not None and next_change >= watermark_ms:
-                next_change = None
-            due, sku = self._next_due(watermark_ms)
-            if due is not None and (next_change is None or due <= next_change):
-                facts.append(self._fire(sku, due))
+            change_at = pending[applied][0] if applied < len(pending) else None
+            if change_at is not None and change_at >= watermark_ms:
+                change_at = None
+            due = self._next_due(watermark_ms)
+            if due is not None and (change_at is None or due[0] <= change_at):
+                facts.append(self._fire(*due))
                 continue
-            if next_change is None:
+            if change_at is None:
                 break
             self._apply(pending[applied])
             applied += 1
         if applied:
             del pending[:applied]
+        self._expire(watermark_ms - horizon_ms)
         return facts
 
-    def _next_due(self, watermark_ms: int) -> tuple[int | None, str]:
-        best, best_sku = None, ""
+    def _next_due(self, watermark_ms: int) -> tuple[int, int, str] | None:
+        """(due, kind, key) of the earliest deadline before the watermark."""
+        best: tuple[int, int, str] | None = None
         for sku, line in self.cart.items():
             due = line[_DUE]
-            if (
-                due != FIRED
-                and due < watermark_ms
-                and (best is None or (due, sku) < (best, best_sku))
-            ):
-                best, best_sku = due, sku
-        return best, best_sku
+            if due != FIRED and due < watermark_ms and (best is None or (due, 0, sku) < best):
+                best = (due, 0, sku)
+        for cid, c in self.checkouts.items():
+            due = c[C_DUE]
+            if due != FIRED and due < watermark_ms and (best is None or (due, 1, cid) < best):
+                best = (due, 1, cid)
+        for oid, o in self.orders.items():
+            for kind, idx in ((2, O_PAY_DUE), (3, O_UNPAID_DUE)):
+                due = o[idx]
+                live = due is not None and due != FIRED and due < watermark_ms
+                if live and (best is None or (due, kind, oid) < best):
+                    best = (due, kind, oid)
+        return best
+
+    def _expire(self, before_ms: int) -> None:
+        """Drop whatever started before the horizon: state stays bounded."""
+        for table, idx in ((self.cart, _START), (self.checkouts, C_START), (self.orders, O_SEEN)):
+            for key in [k for k, v in table.items() if v[idx] < before_ms]:
+                del table[key]
+        if self.seen and min(self.seen.values()) < before_ms:
+            self.seen = {k: ts for k, ts in self.seen.items() if ts >= before_ms}
+
+    # -- applying changes in event time -------------------------------------------------
 
     def _apply(self, change: tuple[Any, ...]) -> None:
-        ts, kind, event_id, sku, qty, price, category, dwell = change
-        if kind == _MOVED:
-            self.cart.pop(sku, None)
-            return
-        line = self.cart.get(sku)
-        if line is None or line[_DUE] == FIRED:
-            self.cart[sku] = [category, price, qty, ts, event_id, ts + dwell]
-        else:  # more of an item still waiting: the same silence
-            line[_QTY] += qty
-            line[_PRICE] = price
+        ts, _, event_id, _, kind, data = change
+        cart, checkouts = self.cart, self.checkouts
+        if kind == "cart_add":
+            sku, qty, price, category, dwell = data
+            line = cart.get(sku)
+            if line is None or line[_DUE] == FIRED:
+                cart[sku] = [category, price, qty, ts, event_id, ts + dwell]
+            else:  # more of an item still waiting: the same silence
+                line[_QTY] += qty
+                line[_PRICE] = price
+        elif kind == "cart_remove":
+            cart.pop(data[0], None)
+        elif kind == "checkout_start":
+            cid, skus, amount, n_items, cats, wait = data
+            for sku in skus:
+                cart.pop(sku, None)
+            if cid not in checkouts:
+                checkouts[cid] = [ts, event_id, ts + wait, amount, n_items, cats]
+        elif kind == "checkout_submit":
+            cid, skus = data
+            for sku in skus:
+                cart.pop(sku, None)
+            checkouts.pop(cid, None)
+        elif kind == "order_created":
+            self._order_created(ts, event_id, data)
+        else:
+            self._order_event(ts, event_id, kind, data)
 
-    def _fire(self, sku: str, due: int) -> Fact:
+    def _order(self, order_id: str, ts: int, event_id: str) -> list[Any]:
+        order = self.orders.get(order_id)
+        if order is None:
+            order = [
+                ts,
+                None,
+                event_id,
+                None,
+                None,
+                OPEN,
+                None,
+                None,
+                None,
+                None,
+                0,
+                None,
+                None,
+                [],
+            ]
+            self.orders[order_id] = order
+        return order
+
+    def _order_created(self, ts: int, event_id: str, data: tuple[Any, ...]) -> None:
+        oid, cid, skus, amount, deadline, lead, cats = data
+        for sku in skus:
+            self.cart.pop(sku, None)
+        if cid is not None:
+            self.checkouts.pop(cid, None)
+        else:  # no checkout named: an order ends every checkout started before it
+            for key in [k for k, c in self.checkouts.items() if c[C_START] <= ts]:
+                del self.checkouts[key]
+        order = self._order(oid, ts, event_id)
+        order[O_CREATED], order[O_EID], order[O_AMOUNT] = ts, event_id, amount
+        order[O_DEADLINE], order[O_CATS] = deadline, cats
+        if order[O_STATUS] == OPEN and order[O_UNPAID_DUE] is None:
+            order[O_UNPAID_DUE] = max(ts, deadline - lead)
+
+    def _order_event(self, ts: int, event_id: str, kind: str, data: tuple[Any, ...]) -> None:
+        order = self._order(data[0], ts, event_id)
+        if kind in ("cashier_enter", "payment_failed"):
+            _, amount, method, wait = data[:4]
+            if amount is not None and order[O_AMOUNT] is None:
+                order[O_AMOUNT] = float(amount)
+            if method is not None:
+                order[O_METHOD] = method
+            if kind == "payment_failed":
+                order[O_FAILS] += 1
+                order[O_REASON] = data[4]
+            if order[O_STATUS] != OPEN:
+                return
+            due = order[O_PAY_DUE]
+            if due is None or due == FIRED:  # a new silence at the cashier
+                order[O_PAY_START], order[O_PAY_EID], order[O_PAY_DUE] = ts, event_id, ts + wait
+            else:  # a failure can shorten the wait (T depends on the reason)
+                order[O_PAY_DUE] = min(due, ts + wait)
+        elif kind in ("payment_success", "order_paid"):
+            order[O_STATUS] = PAID
+            order[O_PAY_DUE] = order[O_UNPAID_DUE] = None
+            if data[1] is not None and order[O_AMOUNT] is None:
+                order[O_AMOUNT] = float(data[1])
+        elif kind == "order_cancelled":
+            order[O_STATUS] = CANCELLED
+            order[O_PAY_DUE] = order[O_UNPAID_DUE] = None
+        elif kind == "order_cancel_requested" and order[O_STATUS] == OPEN:
+            # The retention offer is decided on arrival; no reminders while the
+            # shopper is asking to leave.
+            order[O_STATUS] = CANCEL_REQUESTED
+            order[O_PAY_DUE] = order[O_UNPAID_DUE] = None
+
+    # -- facts ----------------------------------------------------------------------
+
+    def _fire(self, due: int, kind: int, key: str) -> Fact:
+        if kind == 0:
+            fact = self._cart_stall(key, due)
+        elif kind == 1:
+            fact = self._checkout_abandon(key, due)
+        elif kind == 2:
+            fact = self._payment_stall(key, due)
+        else:
+            fact = self._unpaid_order(key, due)
+        self.prior += 1
+        return fact
+
+    def _base(self, pattern: str) -> dict[str, Any]:
+        return {
+            "pattern": pattern,
+            "cart_value": self.cart_value(),
+            "prior_stalls": self.prior,
+            "segment": self.segment,
+            "timezone": self.timezone,
+        }
+
+    def cart_value(self) -> float:
+        return round(sum(ln[_PRICE] * ln[_QTY] for ln in self.cart.values()), 2)
+
+    def _cart_stall(self, sku: str, due: int) -> Fact:
         line = self.cart[sku]
         line[_DUE] = FIRED
-        cart_value = round(sum(ln[_PRICE] * ln[_QTY] for ln in self.cart.values()), 2)
-        fact = Fact(
-            pattern="cart_stall",
-            user_id=self.user_id,
-            at_ms=due,
-            subject=sku,
-            trigger_event_id=line[_EID],
-            fields={
-                "pattern": "cart_stall",
-                "sku": sku,
-                "category": line[_CAT],
-                "price": line[_PRICE],
-                "qty": line[_QTY],
-                "cart_value": cart_value,
-                "dwell_ms": due - line[_START],
-                "added_at_ms": line[_START],
-                "prior_stalls": self.stalls,
-                "segment": self.segment,
-                "timezone": self.timezone,
-            },
+        fields = self._base("cart_stall")
+        fields.update(
+            sku=sku,
+            category=line[_CAT],
+            price=line[_PRICE],
+            qty=line[_QTY],
+            dwell_ms=due - line[_START],
+            added_at_ms=line[_START],
         )
-        self.stalls += 1
-        return fact
+        return Fact("cart_stall", self.user_id, due, sku, line[_EID], fields)
+
+    def _checkout_abandon(self, cid: str, due: int) -> Fact:
+        c = self.checkouts[cid]
+        c[C_DUE] = FIRED
+        fields = self._base("checkout_abandon")
+        fields.update(
+            checkout_id=cid,
+            amount=c[C_AMOUNT],
+            items=c[C_ITEMS],
+            category=c[C_CATS][0] if c[C_CATS] else None,
+            categories=list(c[C_CATS]),
+            dwell_ms=due - c[C_START],
+            started_at_ms=c[C_START],
+        )
+        return Fact("checkout_abandon", self.user_id, due, cid, c[C_EID], fields)
+
+    def _order_fields(self, pattern: str, oid: str, order: list[Any]) -> dict[str, Any]:
+        fields = self._base(pattern)
+        cats = order[O_CATS]
+        fields.update(
+            order_id=oid,
+            amount=order[O_AMOUNT],
+            method=order[O_METHOD],
+            payment_failures=order[O_FAILS],
+            failure_reason=order[O_REASON],
+            category=cats[0] if cats else None,
+            categories=list(cats),
+            status=STATUS_NAMES[order[O_STATUS]],
+        )
+        return fields
+
+    def _payment_stall(self, oid: str, due: int) -> Fact:
+        order = self.orders[oid]
+        order[O_PAY_DUE] = FIRED
+        fields = self._order_fields("payment_stall", oid, order)
+        fields.update(dwell_ms=due - order[O_PAY_START], at_cashier_since_ms=order[O_PAY_START])
+        return Fact("payment_stall", self.user_id, due, oid, order[O_PAY_EID], fields)
+
+    def _unpaid_order(self, oid: str, due: int) -> Fact:
+        order = self.orders[oid]
+        order[O_UNPAID_DUE] = FIRED
+        fields = self._order_fields("unpaid_order", oid, order)
+        deadline = order[O_DEADLINE]
+        fields.update(
+            pay_deadline_ms=deadline,
+            ms_to_deadline=deadline - due,
+            dwell_ms=due - order[O_CREATED],
+        )
+        return Fact("unpaid_order", self.user_id, due, oid, order[O_EID], fields)
+
+    def _cancel_request(self, ev: Event) -> Fact:
+        oid = ev.body["order_id"]
+        order = self.orders.get(oid)
+        if order is None:  # created moments ago: maybe still in the buffer
+            order = [
+                ev.ts,
+                None,
+                ev.event_id,
+                None,
+                None,
+                OPEN,
+                None,
+                None,
+                None,
+                None,
+                0,
+                None,
+                None,
+                [],
+            ]
+            for change in self.pending:
+                if change[4] == "order_created" and change[5][0] == oid:
+                    _, _, _, amount, deadline, _, cats = change[5]
+                    order[O_CREATED], order[O_AMOUNT], order[O_DEADLINE] = (
+                        change[0],
+                        amount,
+                        deadline,
+                    )
+                    order[O_CATS] = cats
+        self.prior += 1
+        fields = self._order_fields("cancel_request", oid, order)
+        fields["prior_stalls"] = self.prior - 1
+        fields.update(
+            reason=ev.body.get("reason"),
+            order_age_ms=ev.ts - order[O_CREATED] if order[O_CREATED] is not None else None,
+        )
+        return Fact("cancel_request", self.user_id, ev.ts, oid, ev.event_id, fields)
+
+    def _cross_sell(self, ev: Event, cats: list[str], missing: list[str], amount: float) -> Fact:
+        fields = self._base("cross_sell")
+        self.prior += 1
+        fields.update(
+            checkout_id=ev.body["checkout_id"],
+            category=cats[0],
+            categories=cats,
+            missing_categories=missing,
+            amount=amount,
+        )
+        return Fact("cross_sell", self.user_id, ev.ts, ev.body["checkout_id"], ev.event_id, fields)
 
     # -- state --------------------------------------------------------------------
 
     def is_empty(self) -> bool:
-        return not self.cart and not self.pending
+        return not (self.cart or self.checkouts or self.orders or self.pending or self.seen)
 
     def snapshot(self) -> list[Any]:
         """A plain, compact, JSON-ready copy of the state."""
         return [
             SNAPSHOT_VERSION,
-            {sku: list(line) for sku, line in self.cart.items()},
-            [list(change) for change in self.pending],
-            self.stalls,
+            self.cart,
+            self.checkouts,
+            self.orders,
+            self.pending,
+            list(self.seen.items()),
+            self.prior,
             self.segment,
             self.timezone,
         ]
@@ -189,7 +541,17 @@ class Journey:
         if not snap or snap[0] != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported journey snapshot version {snap[:1]!r}")
         journey = cls(user_id)
-        _, cart, pending, journey.stalls, journey.segment, journey.timezone = snap
-        journey.cart = {sku: list(line) for sku, line in cart.items()}
-        journey.pending = [tuple(change) for change in pending]
+        (
+            _,
+            journey.cart,
+            journey.checkouts,
+            journey.orders,
+            pending,
+            seen,
+            journey.prior,
+            journey.segment,
+            journey.timezone,
+        ) = snap
+        journey.pending = [(c[0], c[1], c[2], c[3], c[4], tuple(c[5])) for c in pending]
+        journey.seen = {int(k): ts for k, ts in seen}
         return journey

@@ -33,19 +33,22 @@ def test_version_changes_with_content(tmp_path: Path) -> None:
     assert load_rulebook(rules).version != before
 
 
+REST = "checkout_abandon: {after: 20m}\npayment_stall: {after: 10m}\nunpaid_order: {lead: 15m}\n"
+
+
 @pytest.mark.parametrize(
     ("file", "text", "line", "fragment"),
     [
         ("timing.yaml", "cart_stall:\n  default_dwell: 1h\n  dwell: {books: [\n", 4, "YAML syntax"),
         (
             "timing.yaml",
-            "cart_stall:\n  default_dwell: 1h\n  dwel:\n    books: 2h\n",
+            "cart_stall:\n  default_dwell: 1h\n  dwel:\n    books: 2h\n" + REST,
             3,
             "unknown field",
         ),
         (
             "timing.yaml",
-            "cart_stall:\n  default_dwell: 1h\n  dwell:\n    books: soon\n",
+            "cart_stall:\n  default_dwell: 1h\n  dwell:\n    books: soon\n" + REST,
             4,
             "not a duration",
         ),

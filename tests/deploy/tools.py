@@ -1,0 +1,246 @@
+"""Prometheus tooling for the deployment tests: install, promtool, a throwaway server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stream.broker import free_port
+from tests.helpers import REPO
+
+DEPLOY = REPO / "deploy"
+PROMETHEUS_DIR = DEPLOY / "prometheus"
+ALERTS = PROMETHEUS_DIR / "alerts.yml"
+ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
+PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "goldenflow.json"
+COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
+K8S = DEPLOY / "k8s"
+
+METRIC_NAME = re.compile(r"\bgoldenflow_[a-z0-9_]+")
+HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.25) -> None:
+    """Poll ``check`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# -- installing Prometheus ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrometheusTools:
+    prometheus: str
+    promtool: str
+
+
+def find_prometheus_tools() -> PrometheusTools | None:
+    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if prometheus and promtool:
+        return PrometheusTools(prometheus, promtool)
+    return None
+
+
+def install_prometheus() -> tuple[bool, str]:
+    """``apt-get update`` then ``apt-get install -y prometheus``; (succeeded, output)."""
+    apt = shutil.which("apt-get")
+    if apt is None:
+        return False, "apt-get is not available on this machine"
+    prefix: list[str] = []
+    if os.geteuid() != 0:
+        sudo = shutil.which("sudo")
+        if sudo is None:
+            return False, "installing packages needs root (or sudo)"
+        prefix = [sudo, "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    output = []
+    for args, timeout in (
+        (["update"], 300),
+        (["install", "-y", "--no-install-recommends", "prometheus"], 600),
+    ):
+        try:
+            done = subprocess.run(
+                [*prefix, apt, *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return False, "\n".join([*output, f"apt-get {args[0]} timed out after {timeout}s"])
+        output.append(done.stdout + done.stderr)
+        if done.returncode != 0:
+            return False, "\n".join(output)
+    return True, "\n".join(output)
+
+
+# -- promtool ------------------------------------------------------------------------------
+
+
+def promtool(tools: PrometheusTools, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tools.promtool, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# -- a Prometheus server -------------------------------------------------------------------
+
+
+class PrometheusServer:
+    """A real Prometheus process on 127.0.0.1 with its storage in a temporary folder."""
+
+    def __init__(self, tools: PrometheusTools, workdir: Path, config: dict[str, Any]) -> None:
+        self.tools = tools
+        self.workdir = workdir
+        self.port = free_port()
+        self.config_file = workdir / "prometheus.yml"
+        self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.log = workdir / "prometheus.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> PrometheusServer:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    self.tools.prometheus,
+                    f"--config.file={self.config_file}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    "--storage.tsdb.retention.time=1h",
+                    "--log.level=info",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(self._ready, timeout, f"Prometheus ready on {self.url}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        assert self.proc.poll() is None, f"prometheus exited: {self.log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.HTTPError):
+            return False
+
+    def api(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=5) as resp:
+            body = json.loads(resp.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Instant query: the result vector (empty when the expression selects nothing)."""
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", data
+        return list(data["result"])
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+
+# -- metric names --------------------------------------------------------------------------
+
+
+def dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
+    """Every PromQL expression in a Grafana dashboard (panel targets and variables)."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "expr" and isinstance(value, str):
+                    found.append(value)
+                elif key == "query" and isinstance(value, str) and "goldenflow_" in value:
+                    found.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(dashboard)
+    return found
+
+
+def rule_exprs(rules_file: Path) -> Iterator[tuple[str, str]]:
+    """(rule name, expression) of every alerting and recording rule in a rules file."""
+    doc = yaml.safe_load(rules_file.read_text())
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            yield rule.get("alert") or rule["record"], rule["expr"]
+
+
+def referenced_metrics(exprs: list[str]) -> set[str]:
+    return {name for expr in exprs for name in METRIC_NAME.findall(expr)}
+
+
+@dataclass(frozen=True)
+class Exposition:
+    """What a /metrics page declares: metric name -> type (from # HELP and # TYPE lines)."""
+
+    types: dict[str, str]
+
+    @classmethod
+    def parse(cls, text: str) -> Exposition:
+        types: dict[str, str] = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "#" and parts[1] in ("HELP", "TYPE"):
+                name = parts[2]
+                if parts[1] == "TYPE" and len(parts) >= 4:
+                    types[name] = parts[3]
+                else:
+                    types.setdefault(name, "untyped")
+        return cls(types)
+
+    def declares(self, name: str) -> bool:
+        """True if ``name`` is declared, or is a histogram's/summary's sample series."""
+        if name in self.types:
+            return True
+        for suffix in HISTOGRAM_SUFFIXES:
+            base = name.removesuffix(suffix)
+            if base != name and self.types.get(base) in ("histogram", "summary"):
+                return suffix != "_bucket" or self.types[base] == "histogram"
+        return False
