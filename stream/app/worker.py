@@ -24,6 +24,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from stream.app.metrics import Metrics
+from stream.app.topics import changelog_topic
 from stream.config import Settings
 from stream.decide.rulebook import RuleBook
 from stream.domain.engine import CoreConfig, DeadLetter, PartitionCore, Record, StepOutput
@@ -33,6 +34,12 @@ log = logging.getLogger("goldenflow.worker")
 
 TYPE_KIND = {type_: spec[0] for type_, spec in SCHEMA.items()}
 EMBEDDED_MAX_BATCH_BYTES = 100
+#: Table keys of per-partition watermarks: not UTF-8, so no user id can collide.
+WATERMARK_KEY = b"\xffwatermark/"
+
+
+def watermark_key(partition: int) -> bytes:
+    return WATERMARK_KEY + str(partition).encode()
 
 
 def wall_ms() -> int:
@@ -50,7 +57,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "consumer_auto_offset_reset": "earliest",
-        "producer_linger": 0.02,
+        "producer_linger": 0.005,
         "web_enabled": True,
         "web_host": settings.web_host,
         "web_bind": settings.web_host,
@@ -118,6 +125,8 @@ class Pipeline:
         )
         self.lock = asyncio.Lock()
         self.interventions = settings.topic("interventions")
+        self.changelog = changelog_topic(settings)
+        self._redeliver: list[dict[str, Any]] = []
         self.dlq = settings.topic("dlq")
         metrics.ruleset_info.labels(rulebook.version).set(1)
 
@@ -138,7 +147,7 @@ class Pipeline:
         snapshots: dict[int, list[tuple[str, bytes]]] = {p: [] for p in new}
         n = self.settings.partitions
         for key, value in self.table.items():
-            if value is not None:
+            if value is not None and not key.startswith(WATERMARK_KEY):
                 partition = (murmur2(key) & 0x7FFFFFFF) % n
                 if partition in snapshots:
                     snapshots[partition].append((key.decode(), value))
@@ -151,13 +160,18 @@ class Pipeline:
                 self.core_config,
                 now_ms=now,
             )
-            restored = core.restore(snapshots[partition])
+            watermark = self.table.data.get(watermark_key(partition))
+            if watermark is not None:
+                core.restore_watermark(watermark, now)
+            undelivered = core.restore(snapshots[partition])
+            self._redeliver.extend(undelivered)
             self.cores[partition] = core
             log.info(
-                "partition %d: restored %d journeys, %d pending deadlines",
+                "partition %d: restored %d journeys, %d deadlines, %d commands to redeliver",
                 partition,
-                restored,
+                len(core.journeys),
                 core.pending_deadlines,
+                len(undelivered),
             )
 
     def revoke(self, partitions: set[int]) -> None:
@@ -201,19 +215,18 @@ class Pipeline:
             await self._publish(out, now)
 
     async def _publish(self, out: StepOutput, now: int) -> None:
-        producer = self.app.producer
-        futures = []
-        for cmd in out.commands:
-            futures.append(
-                await producer.send(
-                    self.interventions, cmd["user_id"].encode(), encode(cmd), None, None, None
-                )
-            )
+        """Checkpoint, then publish, then mark delivered: the order that makes a redelivery
+        after a crash an exact repeat (the outbox in each snapshot holds the commands)."""
+        await self._checkpoint()
+        futures = [await self._send_command(cmd) for cmd in self._redeliver]
+        self._redeliver.clear()
+        futures += [await self._send_command(cmd) for cmd in out.commands]
         for dl in out.dead_letters:
             futures.append(await self._send_dead_letter(dl))
-        self._checkpoint()
         if futures:
             await asyncio.gather(*futures)
+        for core in self.cores.values():
+            core.delivered()
         published = wall_ms()
         self.metrics.record_step(out, TYPE_KIND)
         if out.duplicates:
@@ -238,6 +251,10 @@ class Pipeline:
                 dl.reason,
             )
 
+    async def _send_command(self, cmd: dict[str, Any]) -> Any:
+        key = cmd["user_id"].encode()
+        return await self.app.producer.send(self.interventions, key, encode(cmd), None, None, None)
+
     async def _send_dead_letter(self, dl: DeadLetter) -> Any:
         rec = dl.record
         headers = [
@@ -249,17 +266,31 @@ class Pipeline:
         ]
         return await self.app.producer.send(self.dlq, rec.key, rec.value, None, None, headers)
 
-    def _checkpoint(self) -> None:
-        """Write each journey the batch touched to the table, once."""
-        table = self.table
-        for core in self.cores.values():
+    async def _checkpoint(self) -> None:
+        """Write each journey touched since the last checkpoint to the changelog, once.
+
+        The snapshots go straight to the table's changelog partition (the journey's
+        input partition: both are keyed by user id) and are awaited, and the table's
+        local store is kept current; faust's recovery reads them back as usual.
+        """
+        store = self.table.data
+        send = self.app.producer.send
+        futures = []
+        for partition, core in self.cores.items():
             for user, snap in core.take_dirty():
                 key = user.encode()
                 if snap is None:
-                    if key in table:
-                        del table[key]
+                    store.pop(key, None)
                 else:
-                    table[key] = snap
+                    store[key] = snap
+                futures.append(await send(self.changelog, key, snap, partition, None, None))
+            watermark = core.take_watermark()
+            if watermark is not None:
+                key = watermark_key(partition)
+                store[key] = watermark
+                futures.append(await send(self.changelog, key, watermark, partition, None, None))
+        if futures:
+            await asyncio.gather(*futures)
 
 
 def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistry) -> faust.App:
@@ -299,6 +330,7 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic in inputs}
         async with pipeline.lock:
             pipeline.assign(assigned)
+        await pipeline.tick()  # publishes any command a crash left in an outbox
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:

@@ -98,6 +98,8 @@ class PartitionCore:
         self.deadlines = DeadlineIndex()
         self.watermark = Watermark(config.lateness_ms, config.sources, config.idle_ms, now_ms)
         self.dirty: set[str] = set()
+        self.outboxed: set[str] = set()
+        self._last_watermark: bytes | None = None
 
     # -- the batch step -------------------------------------------------------------
 
@@ -160,7 +162,7 @@ class PartitionCore:
         if watermark is not None:
             self._fire_due(watermark, out, now_ms)
         for fact in facts:
-            self._decide(fact, out, now_ms)
+            self._decide(journey, fact, out, now_ms)
 
     def advance(self, *, now_ms: int) -> StepOutput:
         """Live mode only: let silent sources stop holding the watermark back."""
@@ -179,14 +181,19 @@ class PartitionCore:
             facts = journey.on_notify(watermark, self.config.horizon_ms)
             self._after_change(journey)
             for fact in facts:
-                self._decide(fact, out, now_ms)
+                self._decide(journey, fact, out, now_ms)
 
-    def _decide(self, fact: Fact, out: StepOutput, now_ms: int | None) -> None:
+    def _decide(self, journey: Journey, fact: Fact, out: StepOutput, now_ms: int | None) -> None:
         out.facts.append(fact)
         decision = self.decider.decide(fact)
         if decision is not None:
             decided_at = now_ms if now_ms is not None else fact.at_ms
-            out.commands.append(build_command(fact, decision, decided_at))
+            command = build_command(fact, decision, decided_at)
+            out.commands.append(command)
+            # The outbox: a command stays in its journey's snapshot until delivered,
+            # so a crash between checkpoint and publish re-sends the very same bytes.
+            journey.outbox.append(command)
+            self.outboxed.add(journey.user_id)
 
     def _after_change(self, journey: Journey) -> None:
         self.deadlines.schedule(journey.user_id, journey.notify_at(self.config.horizon_ms))
@@ -207,15 +214,42 @@ class PartitionCore:
         self.dirty.clear()
         return changed
 
-    def restore(self, snapshots: Iterable[tuple[str, bytes]]) -> int:
-        """Rebuild journeys and the deadline index from stored snapshots."""
-        count = 0
+    def take_watermark(self) -> bytes | None:
+        """The watermark's snapshot if it moved since the last call, else None."""
+        snap = orjson.dumps(self.watermark.snapshot())
+        if snap == self._last_watermark:
+            return None
+        self._last_watermark = snap
+        return snap
+
+    def restore_watermark(self, raw: bytes, now_ms: int | None) -> None:
+        self.watermark.restore(orjson.loads(raw), now_ms)
+        self._last_watermark = orjson.dumps(self.watermark.snapshot())
+
+    def delivered(self) -> None:
+        """The commands of the last checkpoint are published: empty the outboxes."""
+        for user in self.outboxed:
+            journey = self.journeys.get(user)
+            if journey is not None and journey.outbox:
+                journey.outbox.clear()
+                self.dirty.add(user)
+        self.outboxed.clear()
+
+    def restore(self, snapshots: Iterable[tuple[str, bytes]]) -> list[dict[str, Any]]:
+        """Rebuild journeys and the deadline index from stored snapshots.
+
+        Returns the commands found in outboxes: checkpointed, maybe never published.
+        Publish them (again: consumers deduplicate by id), then call :meth:`delivered`.
+        """
+        undelivered: list[dict[str, Any]] = []
         for user, raw in snapshots:
             journey = Journey.from_snapshot(user, orjson.loads(raw))
             self.journeys[user] = journey
             self.deadlines.schedule(user, journey.notify_at(self.config.horizon_ms))
-            count += 1
-        return count
+            if journey.outbox:
+                undelivered.extend(journey.outbox)
+                self.outboxed.add(user)
+        return undelivered
 
     @property
     def pending_deadlines(self) -> int:

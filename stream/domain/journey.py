@@ -69,7 +69,7 @@ _ORDER = {
     "payment_failed": 1,
 }
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 
 
 def event_key(event_id: str) -> int:
@@ -96,6 +96,7 @@ class Journey:
         "cart",
         "checkouts",
         "orders",
+        "outbox",
         "pending",
         "prior",
         "seen",
@@ -110,6 +111,7 @@ class Journey:
         self.checkouts: dict[str, list[Any]] = {}
         self.orders: dict[str, list[Any]] = {}
         self.pending: list[tuple[Any, ...]] = []
+        self.outbox: list[dict[str, Any]] = []  # commands checkpointed, not yet delivered
         self.seen: dict[int, int] = {}
         self.prior = 0  # patterns detected for this shopper so far
         self.segment: str | None = None
@@ -520,7 +522,9 @@ class Journey:
     # -- state --------------------------------------------------------------------
 
     def is_empty(self) -> bool:
-        return not (self.cart or self.checkouts or self.orders or self.pending or self.seen)
+        return not (
+            self.cart or self.checkouts or self.orders or self.pending or self.seen or self.outbox
+        )
 
     def snapshot(self) -> list[Any]:
         """A plain, compact, JSON-ready copy of the state."""
@@ -534,6 +538,7 @@ class Journey:
             self.prior,
             self.segment,
             self.timezone,
+            self.outbox,
         ]
 
     @classmethod
@@ -551,6 +556,7 @@ class Journey:
             journey.prior,
             journey.segment,
             journey.timezone,
+            journey.outbox,
         ) = snap
         journey.pending = [(c[0], c[1], c[2], c[3], c[4], tuple(c[5])) for c in pending]
         journey.seen = {int(k): ts for k, ts in seen}

@@ -15,6 +15,7 @@ Replay has no wall clock and one merged source, which keeps it deterministic.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class _Source:
@@ -81,6 +82,22 @@ class Watermark:
         candidate = low - self.lateness_ms
         if self.value is None or candidate > self.value:
             self.value = candidate
+
+    def snapshot(self) -> list[Any]:
+        """Progress worth keeping across a restart or a partition move."""
+        return [self.value, {name: src.max_ts for name, src in self._sources.items()}]
+
+    def restore(self, snap: list[Any], now_ms: int | None) -> None:
+        """Continue from a snapshot: the same watermark, the same per-source progress."""
+        value, maxima = snap
+        if value is not None and (self.value is None or value > self.value):
+            self.value = value
+        for name, max_ts in maxima.items():
+            src = self._sources.get(name)
+            if src is None:
+                src = self._sources[name] = _Source(now_ms)
+            if max_ts is not None and (src.max_ts is None or max_ts > src.max_ts):
+                src.max_ts = max_ts
 
     def refresh(self, now_ms: int) -> bool:
         """Live mode: mark silent sources idle and follow the wall clock when all are.

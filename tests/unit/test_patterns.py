@@ -267,8 +267,10 @@ def test_state_expires_after_the_horizon_and_memory_stays_flat() -> None:
             for i in range(50)
         ]
         c.step([rec(e) for e in batch], now_ms=None)
+        c.delivered()
         c.take_dirty()
         assert len(c.journeys) <= 400, (day, len(c.journeys))
     c.step([rec(ev("cart_view", "clock", T0 + 12 * DAY))], now_ms=None)
+    c.delivered()
     c.take_dirty()
     assert set(c.journeys) <= {"clock"}

@@ -1,0 +1,295 @@
+"""Crash and recovery on the embedded broker with two workers over 8 partitions.
+
+The reference for "nothing lost" is the same traffic stepped through the same core
+in-process (no Kafka, no faults): detections do not depend on batching or topic
+interleaving, so a worker fleet that loses nothing must produce exactly its set of
+intervention ids, and its recovered journeys must equal the reference journeys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import murmur2
+
+from stream.app.topics import changelog_topic, ensure_topics
+from stream.broker import EmbeddedBroker, free_port
+from stream.config import Settings
+from stream.decide.rulebook import load_rulebook
+from stream.demo.traffic import ShopperSim
+from stream.domain.engine import CoreConfig, PartitionCore, Record
+from stream.domain.journey import event_key
+from stream.domain.timeutil import DAY, HOUR, MINUTE, SECOND, format_ts, parse_ts
+from tests.helpers import RULES
+from tests.integration.conftest import Worker, as_json, consume, produce
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 8
+KINDS = ("cart", "checkout", "cashier", "order")
+Message = tuple[str, bytes | None, bytes, int | None]
+
+
+def partition_of(key: bytes) -> int:
+    return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+
+
+def traffic(shoppers: int, t0: int, seed: int) -> tuple[list[Message], list[str], int]:
+    """Generated visits of ``shoppers`` shoppers over 4 hours, in event-time order."""
+    sim = ShopperSim(seed, dict(load_rulebook(RULES).timing.cart_dwell_ms), malformed_share=0)
+    users = [sim.spawn(t0 + i * (4 * HOUR // shoppers)) for i in range(shoppers)]
+    messages: list[Message] = []
+    last = t0
+    for kind, key, event in sim.drain():
+        assert isinstance(event, dict)
+        messages.append((kind, key.encode(), orjson.dumps(event), None))
+        last = max(last, parse_ts(event["ts"]))
+    return messages, users, last
+
+
+def ticks(at_ms: int) -> list[Message]:
+    """One event per topic and partition far ahead: every deadline before it fires."""
+    out: list[Message] = []
+    for p in range(PARTITIONS):
+        user = f"clock-{p}"
+        base = {"user_id": user, "ts": format_ts(at_ms)}
+        bodies = {
+            "cart": {"type": "cart_view"},
+            "checkout": {"type": "checkout_submit", "checkout_id": "clock"},
+            "cashier": {"type": "payment_success", "order_id": user},
+            "order": {"type": "order_paid", "order_id": user},
+        }
+        for kind in KINDS:
+            body = {"event_id": f"tick-{kind}-{p}-{at_ms}", **base, **bodies[kind]}
+            out.append((kind, user.encode(), orjson.dumps(body), p))
+    return out
+
+
+def reference(messages: list[Message], config: CoreConfig) -> dict[int, PartitionCore]:
+    """The fault-free outcome: the same core, in-process, partitioned like the producer."""
+    book = load_rulebook(RULES)
+    cores = {p: PartitionCore(p, book.timing, book.decider, config) for p in range(PARTITIONS)}
+    ids: set[str] = set()
+    for kind, key, value, partition in messages:
+        p = partition if partition is not None else partition_of(key or b"")
+        out = cores[p].step([Record(kind, value)], now_ms=None)
+        cores[p].delivered()  # as a worker does once the commands are published
+        ids.update(cmd["intervention_id"] for cmd in out.commands)
+    cores[0].reference_ids = ids  # type: ignore[attr-defined]
+    return cores
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def assigned(workers: list[Worker]) -> list[int]:
+    """Every partition, once, with each running worker owning some (else [])."""
+    parts: list[int] = []
+    for w in workers:
+        if w.running:
+            try:
+                mine = orjson.loads(w.get("/health"))["partitions"]
+            except OSError:
+                return []
+            if not mine:
+                return []
+            parts += mine
+    return sorted(parts)
+
+
+@pytest.fixture
+def fleet(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..., list[Worker]]]:
+    started: list[Worker] = []
+
+    def make(count: int, **overrides: Any) -> list[Worker]:
+        name = "r" + str(time.monotonic_ns())[-9:]
+        base = Settings(
+            broker_url=broker.url,
+            profile="embedded",
+            app_id=name,
+            topic_prefix=name,
+            rules_dir=RULES,
+            partitions=PARTITIONS,
+            **overrides,
+        )
+        asyncio.run(ensure_topics(base))
+        workers = []
+        for i in range(count):
+            s = base.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"w{i}"})
+            workers.append(Worker(s, tmp_path / f"worker{i}.log"))
+        started.extend(workers)
+        return workers
+
+    yield make
+    for w in started:
+        w.stop()
+
+
+def restart(worker: Worker) -> None:
+    worker.stop(signal.SIGKILL)
+    time.sleep(2)
+    worker.start()
+
+
+def test_sigkill_mid_stream_then_restart_loses_nothing(fleet: Callable[..., list[Worker]]) -> None:
+    t0 = int(time.time() * 1000) - 3 * DAY
+    messages, _, _ = traffic(5000, t0, seed=11)
+    final = ticks(int(time.time() * 1000) - HOUR)
+    config = CoreConfig(lateness_ms=10 * MINUTE, sources=KINDS)
+    expected: set[str] = reference(messages + final, config)[0].reference_ids  # type: ignore[attr-defined]
+    assert len(expected) > 2000
+
+    a, b = fleet(2, lateness_ms=10 * MINUTE)
+    a.start()
+    b.start()
+    settings = a.settings
+    wait_until(lambda: assigned([a, b]) == list(range(PARTITIONS)), 60, "both workers assigned")
+
+    async def send_and_kill() -> None:
+        chunk = 1500
+        killed = False
+        for start in range(0, len(messages), chunk):
+            await produce(settings, messages[start : start + chunk])
+            await asyncio.sleep(0.3)
+            if not killed and start >= len(messages) // 3:
+                b.stop(signal.SIGKILL)  # mid-stream, with batches in flight
+                killed = True
+        assert killed
+
+    asyncio.run(send_and_kill())
+    time.sleep(2)
+    b.start()
+    wait_until(lambda: assigned([a, b]) == list(range(PARTITIONS)), 90, "rebalanced")
+    asyncio.run(produce(settings, final))
+
+    def distinct() -> set[str]:
+        records = as_json(
+            asyncio.run(
+                consume(settings, "interventions", expect=len(expected), timeout=20, settle=0)
+            )
+        )
+        distinct.records = records  # type: ignore[attr-defined]
+        return {r["intervention_id"] for r in records}
+
+    wait_until(lambda: distinct() >= expected, 240, f"{len(expected)} distinct interventions")
+    time.sleep(3)
+    got = distinct()
+    assert got == expected
+    by_id: dict[str, dict[str, Any]] = {}
+    for record in distinct.records:  # type: ignore[attr-defined]
+        record.pop("decided_at")
+        first = by_id.setdefault(record["intervention_id"], record)
+        assert first == record  # a duplicate is only ever an exact repeat
+    assert a.running and b.running
+
+
+def normalized(snapshot: bytes) -> list[Any]:
+    snap = orjson.loads(snapshot)
+    snap[5] = sorted(snap[5])  # seen ids: a set; the order of arrival does not matter
+    return snap
+
+
+def latest_changelog(settings: Settings) -> dict[str, bytes]:
+    async def read() -> dict[str, bytes]:
+        consumer = AIOKafkaConsumer(
+            changelog_topic(settings),
+            bootstrap_servers=settings.bootstrap_servers,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+        await consumer.start()
+        latest: dict[str, bytes] = {}
+        try:
+            idle = 0
+            while idle < 3:
+                batch = await consumer.getmany(timeout_ms=300)
+                idle = 0 if batch else idle + 1
+                for records in batch.values():
+                    for r in records:
+                        if r.key.startswith(b"\xff"):  # a partition's watermark
+                            continue
+                        if r.value is None:
+                            latest.pop(r.key.decode(), None)
+                        else:
+                            latest[r.key.decode()] = r.value
+        finally:
+            await consumer.stop()
+        return latest
+
+    return asyncio.run(read())
+
+
+def test_sigkill_during_a_lull_recovers_every_journey_exactly(
+    fleet: Callable[..., list[Worker]],
+) -> None:
+    t0 = int(time.time() * 1000) - 3 * DAY
+    messages, users, last = traffic(5000, t0, seed=23)
+    extra: list[Message] = []
+    for i, user in enumerate(users):
+        body = {
+            "event_id": f"extra-{i}",
+            "type": "cart_view",
+            "user_id": user,
+            "ts": format_ts(last + SECOND),
+        }
+        extra.append(("cart", user.encode(), orjson.dumps(body), None))
+    config = CoreConfig(lateness_ms=10 * MINUTE, idle_ms=HOUR, sources=KINDS)
+    cores = reference(messages + extra, config)
+    want = {
+        user: orjson.dumps(core.journeys[user].snapshot())
+        for core in cores.values()
+        for user in core.journeys
+    }
+
+    a, b = fleet(2, lateness_ms=10 * MINUTE, idle_ms=HOUR)
+    a.start()
+    b.start()
+    settings = a.settings
+    wait_until(lambda: assigned([a, b]) == list(range(PARTITIONS)), 60, "both workers assigned")
+    asyncio.run(produce(settings, messages))
+
+    def consumed() -> float:
+        return sum(w.metric("goldenflow_events_consumed_total") for w in (a, b))
+
+    wait_until(lambda: consumed() >= len(messages), 180, "all events consumed")
+    time.sleep(4)  # the lull: offsets committed (every second), changelogs written
+    restart(b)  # SIGKILL, then start again: its partitions are recovered from the changelog
+    wait_until(lambda: assigned([a, b]) == list(range(PARTITIONS)), 90, "rebalanced")
+    asyncio.run(produce(settings, extra))
+
+    extra_key = {user: event_key(f"extra-{i}") for i, user in enumerate(users)}
+
+    def caught_up() -> bool:
+        latest = latest_changelog(settings)
+        caught_up.latest = latest  # type: ignore[attr-defined]
+        return all(
+            u in latest and extra_key[u] in {k for k, _ in orjson.loads(latest[u])[5]}
+            for u in users
+        )
+
+    wait_until(caught_up, 180, "every shopper's extra event checkpointed")
+    latest: dict[str, bytes] = caught_up.latest  # type: ignore[attr-defined]
+    mismatched = [u for u in users if normalized(latest[u]) != normalized(want[u])]
+    example = ""
+    if mismatched:
+        got, exp = normalized(latest[mismatched[0]]), normalized(want[mismatched[0]])
+        example = "\n".join(
+            f"[{i}] got {g!r}\n    want {w!r}"
+            for i, (g, w) in enumerate(zip(got, exp, strict=True))
+            if g != w
+        )
+    assert mismatched == [], f"{len(mismatched)} journeys differ, e.g. {example}"
