@@ -21,8 +21,10 @@ import faust
 from aiohttp import web
 from aiokafka.partitioner import murmur2
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from stream.app.embedded import use_fetch_highwaters
 from stream.app.metrics import Metrics
 from stream.app.topics import changelog_topic
 from stream.config import Settings
@@ -33,7 +35,6 @@ from stream.domain.events import SCHEMA, encode
 log = logging.getLogger("goldenflow.worker")
 
 TYPE_KIND = {type_: spec[0] for type_, spec in SCHEMA.items()}
-EMBEDDED_MAX_BATCH_BYTES = 100
 #: Table keys of per-partition watermarks: not UTF-8, so no user id can collide.
 WATERMARK_KEY = b"\xffwatermark/"
 
@@ -75,14 +76,6 @@ def faust_options(settings: Settings) -> dict[str, Any]:
             broker_heartbeat_interval=1.0,
             broker_rebalance_timeout=10.0,
             broker_commit_interval=1.0,
-            # The embedded broker answers ListOffsets(LATEST) with the first offset
-            # of a partition's last batch + 1, and faust's table recovery stops
-            # reading a changelog at that offset: with multi-record batches it would
-            # restore old or no state, silently. One record per produce batch makes
-            # the reported end offsets exact (aiokafka always takes the first record
-            # of a batch; a batch header alone is 61 bytes). It costs throughput, so
-            # only this profile uses it; Apache Kafka needs none of this.
-            producer_max_batch_size=EMBEDDED_MAX_BATCH_BYTES,
         )
     return opts
 
@@ -127,6 +120,7 @@ class Pipeline:
         self.interventions = settings.topic("interventions")
         self.changelog = changelog_topic(settings)
         self._redeliver: list[dict[str, Any]] = []
+        self.last_offset: dict[TP, int] = {}  # last offset processed per input partition
         self.dlq = settings.topic("dlq")
         metrics.ruleset_info.labels(rulebook.version).set(1)
 
@@ -177,15 +171,19 @@ class Pipeline:
     def revoke(self, partitions: set[int]) -> None:
         for p in partitions:
             self.cores.pop(p, None)
+        for tp in [tp for tp in self.last_offset if tp.partition in partitions]:
+            del self.last_offset[tp]
 
     # -- batches -----------------------------------------------------------------------
 
     async def handle(self, events: list[Any]) -> None:
         by_partition: dict[int, list[Record]] = defaultdict(list)
         kinds = self.kinds
+        last_offset = self.last_offset
         for event in events:
             msg = event.message
             value = msg.value if isinstance(msg.value, bytes) else b""
+            last_offset[msg.tp] = msg.offset
             stamp = msg.timestamp
             by_partition[msg.partition].append(
                 Record(
@@ -207,12 +205,40 @@ class Pipeline:
             await self._publish(out, now)
 
     async def tick(self) -> None:
+        caught_up = {p: await self._caught_up(p) for p in list(self.cores)}
         async with self.lock:
             now = wall_ms()
             out = StepOutput()
-            for core in list(self.cores.values()):
-                out.extend(core.advance(now_ms=now))
+            for partition, core in list(self.cores.items()):
+                out.extend(core.advance(now_ms=now, caught_up=caught_up.get(partition, False)))
             await self._publish(out, now)
+
+    async def _caught_up(self, partition: int) -> bool:
+        """True if every input topic of the partition has been read up to its high water.
+
+        The high water comes from fetch responses (right on every broker), and the
+        per-partition lag it gives is exported as a metric on the way.
+        """
+        consumer = self.app.consumer
+        caught_up = True
+        for topic in self.kinds:
+            tp = TP(topic, partition)
+            highwater = consumer.highwater(tp)
+            last = self.last_offset.get(tp)
+            behind: int | None
+            if last is not None:
+                behind = None if highwater is None else max(0, highwater - last - 1)
+            else:  # nothing read since assignment: compare the fetch position
+                position = await consumer.position(tp)
+                behind = (
+                    None if highwater is None or position is None else max(0, highwater - position)
+                )
+            if behind is None:
+                caught_up = False
+                continue
+            self.metrics.consumer_lag.labels(topic, str(partition)).set(behind)
+            caught_up = caught_up and behind == 0
+        return caught_up
 
     async def _publish(self, out: StepOutput, now: int) -> None:
         """Checkpoint, then publish, then mark delivered: the order that makes a redelivery
@@ -296,6 +322,8 @@ class Pipeline:
 def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistry) -> faust.App:
     """Build the Faust app with its agent, timer, table and web pages."""
     app = faust.App(settings.app_id, **faust_options(settings))
+    if settings.profile == "embedded":
+        use_fetch_highwaters(app, settings)  # see stream/app/embedded.py
     setup_prometheus_sensors(
         app, pattern="/metrics", registry=registry, name_prefix="goldenflow_faust"
     )

@@ -113,8 +113,6 @@ class PartitionCore:
         out = StepOutput()
         wm = self.watermark
         max_future = self.config.max_future_ms
-        if now_ms is not None:
-            wm.refresh(now_ms)
         for rec in records:
             try:
                 ev = decode(rec.value, rec.kind)
@@ -164,10 +162,14 @@ class PartitionCore:
         for fact in facts:
             self._decide(journey, fact, out, now_ms)
 
-    def advance(self, *, now_ms: int) -> StepOutput:
-        """Live mode only: let silent sources stop holding the watermark back."""
+    def advance(self, *, now_ms: int, caught_up: bool = True) -> StepOutput:
+        """Live mode only: let silent sources stop holding the watermark back.
+
+        ``caught_up``: the consumer has no backlog on this partition's topics (see
+        :meth:`Watermark.refresh`).
+        """
         out = StepOutput()
-        if self.watermark.refresh(now_ms):
+        if self.watermark.refresh(now_ms, caught_up):
             assert self.watermark.value is not None
             self._fire_due(self.watermark.value, out, now_ms)
         return out

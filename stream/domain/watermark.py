@@ -99,17 +99,20 @@ class Watermark:
             if max_ts is not None and (src.max_ts is None or max_ts > src.max_ts):
                 src.max_ts = max_ts
 
-    def refresh(self, now_ms: int) -> bool:
+    def refresh(self, now_ms: int, caught_up: bool = True) -> bool:
         """Live mode: mark silent sources idle and follow the wall clock when all are.
 
-        Returns True if the watermark moved.
+        ``caught_up`` says the consumer has read everything there is to read on this
+        partition's topics. Only then can silence mean a quiet topic rather than a
+        backlog still waiting behind other topics' records; otherwise nothing is
+        marked idle. Returns True if the watermark moved.
         """
         before = self.value
         idle_ms = self.idle_ms
         all_idle = True
         for src in self._sources.values():
             last = src.last_wall_ms
-            src.idle = last is not None and now_ms - last >= idle_ms
+            src.idle = caught_up and last is not None and now_ms - last >= idle_ms
             all_idle = all_idle and src.idle
         self._recompute()
         last_event = self.last_event_wall_ms

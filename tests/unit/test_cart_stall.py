@@ -246,7 +246,11 @@ def test_a_silent_topic_stops_holding_the_watermark_after_idle_ms() -> None:
     c = PartitionCore(0, c.timing, c.decider, c.config, now_ms=wall)
     c.step([rec(ev.add("pia", T0))], now_ms=wall)
     assert c.watermark.value is None  # three topics not heard from, not yet idle
-    out = c.step([rec(tick(ev, T0 + HOUR))], now_ms=wall + 6 * SECOND)
+    # a backlog elsewhere: silence is not idleness while the consumer is behind
+    c.advance(now_ms=wall + 6 * SECOND, caught_up=False)
+    assert c.step([rec(tick(ev, T0 + HOUR))], now_ms=wall + 6 * SECOND).commands == []
+    assert c.watermark.value is None
+    out = c.advance(now_ms=wall + 7 * SECOND, caught_up=True)
     assert [cmd["user_id"] for cmd in out.commands] == ["pia"]
 
 
