@@ -35,7 +35,7 @@ def prometheus_tools() -> PrometheusTools:
     tools = find_prometheus_tools()
     if tools is None:
         what = "installed but did not provide" if installed else "could not be installed"
-        pytest.skip(
+        pytest.fail(
             f"Prometheus {what} prometheus/promtool "
             f"(apt-get update && apt-get install -y prometheus):\n{output[-2000:]}"
         )

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from stream.broker import free_port
-from tests.helpers import REPO
+from tests.helpers import REPO, EventMaker
 
 DEPLOY = REPO / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
@@ -97,7 +98,9 @@ def install_prometheus() -> tuple[bool, str]:
 # -- promtool ------------------------------------------------------------------------------
 
 
-def promtool(tools: PrometheusTools, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def promtool(
+    tools: PrometheusTools, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [tools.promtool, *args],
         input=stdin,
@@ -156,8 +159,11 @@ class PrometheusServer:
 
     def api(self, path: str, **params: str) -> Any:
         query = urllib.parse.urlencode(params)
-        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=5) as resp:
-            body = json.loads(resp.read())
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=5) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"Prometheus refused {params}: {exc.read().decode()}") from None
         assert body["status"] == "success", body
         return body["data"]
 
@@ -190,9 +196,9 @@ def dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                if key == "expr" and isinstance(value, str):
-                    found.append(value)
-                elif key == "query" and isinstance(value, str) and "goldenflow_" in value:
+                # Panel targets' "expr"; template variables' "query" (label_values).
+                is_query = key == "query" and "goldenflow_" in str(value)
+                if isinstance(value, str) and (key == "expr" or is_query):
                     found.append(value)
                 else:
                     walk(value)
@@ -202,6 +208,17 @@ def dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
 
     walk(dashboard)
     return found
+
+
+LABEL_VALUES = re.compile(r"^\s*label_values\((?P<selector>.*),\s*(?P<label>\w+)\s*\)\s*$", re.S)
+
+
+def as_promql(expr: str) -> str:
+    """A Grafana query as PromQL: ``label_values(sel, label)`` becomes a grouping of ``sel``."""
+    match = LABEL_VALUES.match(expr)
+    if match is None:
+        return expr
+    return f"group by ({match['label']}) ({match['selector']})"
 
 
 def rule_exprs(rules_file: Path) -> Iterator[tuple[str, str]]:
@@ -244,3 +261,58 @@ class Exposition:
             if base != name and self.types.get(base) in ("histogram", "summary"):
                 return suffix != "_bucket" or self.types[base] == "histogram"
         return False
+
+
+# -- the rules ConfigMap -------------------------------------------------------------------
+
+RULES_CONFIGMAP = K8S / "rules-configmap.yaml"
+RULES_CONFIGMAP_HEADER = """\
+# The rule files of rules/ as a ConfigMap, mounted at /etc/goldenflow/rules.
+# Generated from rules/*.yaml; after changing the rules, regenerate it with
+#   GOLDENFLOW_UPDATE_MANIFESTS=1 .venv/bin/pytest tests/deploy/test_manifests.py -k rules
+# (or: kubectl create configmap goldenflow-rules --from-file=rules/ --dry-run=client -o yaml)
+"""
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_LiteralDumper.add_representer(str, _str)
+
+
+def rule_files(rules_dir: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(rules_dir.glob("*.yaml"))}
+
+
+def render_rules_configmap(rules_dir: Path) -> str:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "goldenflow-rules",
+            "labels": {"app.kubernetes.io/name": "goldenflow"},
+        },
+        "data": rule_files(rules_dir),
+    }
+    body = yaml.dump(doc, Dumper=_LiteralDumper, sort_keys=False, width=1000)
+    return RULES_CONFIGMAP_HEADER + body
+
+
+# -- traffic -------------------------------------------------------------------------------
+
+
+def cart_adds(n: int, now_ms: int) -> list[tuple[str, bytes | None, bytes, int | None]]:
+    """``n`` valid cart_add events of ``n`` shoppers, stamped ``now_ms``, for ``produce``."""
+    ev = EventMaker()
+    messages: list[tuple[str, bytes | None, bytes, int | None]] = []
+    for i in range(n):
+        user = f"deploy-shopper-{i}"
+        add = ev.add(user, now_ms + i, sku=f"sku-{i}", category="books", price=12.5)
+        messages.append(("cart", user.encode(), orjson.dumps(add), None))
+    return messages
