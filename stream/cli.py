@@ -225,5 +225,88 @@ def demo(
     sys.exit(code)
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks on the embedded broker (figures go into docs/performance.md)."""
+
+
+@bench.command("memory")
+@click.option(
+    "--events",
+    type=int,
+    default=1_000_000,
+    show_default=True,
+    envvar="GOLDENFLOW_BENCH_EVENTS",
+    show_envvar=True,
+    help="events to send",
+)
+@click.option(
+    "--shoppers",
+    type=int,
+    default=100_000,
+    show_default=True,
+    envvar="GOLDENFLOW_BENCH_SHOPPERS",
+    show_envvar=True,
+    help="distinct shoppers",
+)
+@click.option(
+    "--first",
+    type=int,
+    default=200_000,
+    show_default=True,
+    envvar="GOLDENFLOW_BENCH_FIRST",
+    show_envvar=True,
+    help="also sample RSS after this many events",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("bench-memory.json"),
+    envvar="GOLDENFLOW_BENCH_OUT",
+    show_envvar=True,
+    show_default=True,
+    help="JSON result file",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path(".bench"),
+    envvar="GOLDENFLOW_BENCH_WORKDIR",
+    show_envvar=True,
+    show_default=True,
+    help="logs of the broker and worker",
+)
+def bench_memory(events: int, shoppers: int, first: int, out: Path, workdir: Path) -> None:
+    """Worker RSS after --first and after --events events (30 days of traffic, 7-day expiry)."""
+    import json
+
+    from stream.bench.memory import run_memory
+
+    result = run_memory(events, shoppers, [first, events], workdir)
+    rows = [
+        {"events": n, "rss_mib": round(rss / 2**20, 1), "journeys": journeys}
+        for n, rss, journeys in result.checkpoints
+    ]
+    ratio = result.checkpoints[-1][1] / result.checkpoints[0][1]
+    for row in rows:
+        click.echo(
+            f"after {row['events']:>9,} events: worker RSS {row['rss_mib']:>7.1f} MiB, "
+            f"{row['journeys']:,} journeys"
+        )
+    click.echo(f"ratio last/first: {ratio:.2f} ({result.seconds:.0f} s)")
+    out.write_text(
+        json.dumps(
+            {
+                "shoppers": shoppers,
+                "samples": rows,
+                "ratio": ratio,
+                "seconds": round(result.seconds, 1),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -150,6 +150,9 @@ class Metrics:
             self.dead_letters.inc(len(out.dead_letters))
         for fact in out.facts:
             self.patterns.labels(fact.pattern).inc()
+        for pattern, rule, emitted in out.decisions:
+            result = "emitted" if emitted else "no_rule"
+            self.decisions.labels(pattern, rule or "none", result).inc()
         for cmd in out.commands:
             iv = cmd["intervention"]
             self.commands.labels(cmd["pattern"], iv["type"], iv["channel"]).inc()

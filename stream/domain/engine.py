@@ -69,6 +69,8 @@ class StepOutput:
     facts: list[Fact] = field(default_factory=list)
     events_by_type: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
+    #: (pattern, rule id or "", emitted) per decision made
+    decisions: list[tuple[str, str, bool]] = field(default_factory=list)
 
     def extend(self, other: StepOutput) -> None:
         self.commands.extend(other.commands)
@@ -76,6 +78,7 @@ class StepOutput:
         self.facts.extend(other.facts)
         self.events_by_type.update(other.events_by_type)
         self.duplicates += other.duplicates
+        self.decisions.extend(other.decisions)
 
 
 class PartitionCore:
@@ -188,6 +191,7 @@ class PartitionCore:
     def _decide(self, journey: Journey, fact: Fact, out: StepOutput, now_ms: int | None) -> None:
         out.facts.append(fact)
         decision = self.decider.decide(fact)
+        out.decisions.append((fact.pattern, decision.rule_id if decision else "", bool(decision)))
         if decision is not None:
             decided_at = now_ms if now_ms is not None else fact.at_ms
             command = build_command(fact, decision, decided_at)
