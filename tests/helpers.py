@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,26 +11,13 @@ import orjson
 
 from stream.decide.rulebook import load_rulebook
 from stream.domain.engine import CoreConfig, PartitionCore, Record
+from stream.domain.events import TYPE_KIND
 from stream.domain.timeutil import MINUTE
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "rules"
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
-KIND = {
-    "detail_view": "cart",
-    "cart_add": "cart",
-    "cart_remove": "cart",
-    "cart_view": "cart",
-    "checkout_start": "checkout",
-    "checkout_submit": "checkout",
-    "cashier_enter": "cashier",
-    "payment_failed": "cashier",
-    "payment_success": "cashier",
-    "order_created": "order",
-    "order_paid": "order",
-    "order_cancel_requested": "order",
-    "order_cancelled": "order",
-}
+KIND = TYPE_KIND
 
 
 class EventMaker:
@@ -49,6 +38,16 @@ class EventMaker:
         **fields: Any,
     ) -> dict[str, Any]:
         return self("cart_add", user, ts, sku=sku, category=category, price=price, **fields)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.25) -> None:
+    """Poll ``check`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def rec(event: dict[str, Any] | bytes, kind: str | None = None) -> Record:

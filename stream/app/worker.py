@@ -30,11 +30,10 @@ from stream.app.topics import changelog_topic
 from stream.config import Settings
 from stream.decide.rulebook import RuleBook
 from stream.domain.engine import CoreConfig, DeadLetter, PartitionCore, Record, StepOutput
-from stream.domain.events import SCHEMA, encode
+from stream.domain.events import TYPE_KIND, encode
 
 log = logging.getLogger("goldenflow.worker")
 
-TYPE_KIND = {type_: spec[0] for type_, spec in SCHEMA.items()}
 #: Table keys of per-partition watermarks: not UTF-8, so no user id can collide.
 WATERMARK_KEY = b"\xffwatermark/"
 

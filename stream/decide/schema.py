@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from stream.decide.durations import parse_duration
+from stream.domain.facts import PATTERNS
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 
@@ -65,14 +66,14 @@ class Intervention(Strict):
 class DefaultsFile(Strict):
     """rules/defaults.yaml: the intervention each pattern gets when nothing else decides."""
 
-    defaults: dict[
-        Literal[
-            "cart_stall",
-            "checkout_abandon",
-            "payment_stall",
-            "unpaid_order",
-            "cancel_request",
-            "cross_sell",
-        ],
-        Intervention,
-    ]
+    defaults: dict[str, Intervention]
+
+    @field_validator("defaults")
+    @classmethod
+    def _known_patterns(cls, value: dict[str, Intervention]) -> dict[str, Intervention]:
+        unknown = sorted(set(value) - set(PATTERNS))
+        if unknown:
+            raise ValueError(
+                f"unknown pattern {unknown[0]!r}; expected one of {', '.join(PATTERNS)}"
+            )
+        return value

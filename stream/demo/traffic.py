@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from stream.domain.events import TYPE_KIND
 from stream.domain.timeutil import MINUTE, SECOND, format_ts
 
 
@@ -40,22 +41,7 @@ CATEGORIES = (
     Category("books", (5, 60), (0.10, 0.35, 0.20, 0.35)),
 )
 
-#: Topic kind of each event type (mirrors the event contract).
-KIND = {
-    "detail_view": "cart",
-    "cart_add": "cart",
-    "cart_remove": "cart",
-    "cart_view": "cart",
-    "checkout_start": "checkout",
-    "checkout_submit": "checkout",
-    "cashier_enter": "cashier",
-    "payment_failed": "cashier",
-    "payment_success": "cashier",
-    "order_created": "order",
-    "order_paid": "order",
-    "order_cancel_requested": "order",
-    "order_cancelled": "order",
-}
+KIND = TYPE_KIND
 
 FAILURE_REASONS = ("insufficient_funds", "card_declined", "bank_timeout")
 

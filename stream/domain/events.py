@@ -123,6 +123,8 @@ SCHEMA: Final[Mapping[str, tuple[str, Mapping[str, Validator], Mapping[str, Vali
 }
 
 EVENT_TYPES: Final = tuple(SCHEMA)
+#: Topic kind (cart, checkout, cashier, order) of each event type.
+TYPE_KIND: Final = {type_: spec[0] for type_, spec in SCHEMA.items()}
 
 
 class Event:

@@ -78,6 +78,11 @@ def event_key(event_id: str) -> int:
     return int.from_bytes(digest, "big") >> 1  # 63 bits: a JSON-safe signed integer
 
 
+def _new_order(seen_ms: int, event_id: str) -> list[Any]:
+    """An order entry (layout: the O_* indexes), open, with nothing known yet."""
+    return [seen_ms, None, event_id, None, None, OPEN, None, None, None, None, 0, None, None, []]
+
+
 def _skus(items: Any) -> tuple[str, ...]:
     return tuple(item["sku"] for item in items or ())
 
@@ -314,23 +319,7 @@ class Journey:
     def _order(self, order_id: str, ts: int, event_id: str) -> list[Any]:
         order = self.orders.get(order_id)
         if order is None:
-            order = [
-                ts,
-                None,
-                event_id,
-                None,
-                None,
-                OPEN,
-                None,
-                None,
-                None,
-                None,
-                0,
-                None,
-                None,
-                [],
-            ]
-            self.orders[order_id] = order
+            order = self.orders[order_id] = _new_order(ts, event_id)
         return order
 
     def _order_created(self, ts: int, event_id: str, data: tuple[Any, ...]) -> None:
@@ -473,22 +462,7 @@ class Journey:
         oid = ev.body["order_id"]
         order = self.orders.get(oid)
         if order is None:  # created moments ago: maybe still in the buffer
-            order = [
-                ev.ts,
-                None,
-                ev.event_id,
-                None,
-                None,
-                OPEN,
-                None,
-                None,
-                None,
-                None,
-                0,
-                None,
-                None,
-                [],
-            ]
+            order = _new_order(ev.ts, ev.event_id)
             for change in self.pending:
                 if change[4] == "order_created" and change[5][0] == oid:
                     _, _, _, amount, deadline, _, cats = change[5]

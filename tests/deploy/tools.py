@@ -7,11 +7,10 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import orjson
 import yaml
 
 from stream.broker import free_port
-from tests.helpers import REPO, EventMaker
+from tests.helpers import REPO, EventMaker, wait_until
 
 DEPLOY = REPO / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
@@ -33,16 +32,6 @@ K8S = DEPLOY / "k8s"
 
 METRIC_NAME = re.compile(r"\bgoldenflow_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.25) -> None:
-    """Poll ``check`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 # -- installing Prometheus ----------------------------------------------------------------

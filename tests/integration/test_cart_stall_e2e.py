@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import orjson
 import pytest
 
 from stream.config import Settings
 from stream.domain.timeutil import HOUR, MINUTE
-from tests.helpers import EventMaker
+from tests.helpers import EventMaker, wait_until
 from tests.integration.conftest import Worker, as_json, consume, produce
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def malformed(i: int) -> bytes:

@@ -28,7 +28,7 @@ from stream.demo.traffic import ShopperSim
 from stream.domain.engine import CoreConfig, PartitionCore, Record
 from stream.domain.journey import event_key
 from stream.domain.timeutil import DAY, HOUR, MINUTE, SECOND, format_ts, parse_ts
-from tests.helpers import RULES
+from tests.helpers import RULES, wait_until
 from tests.integration.conftest import Worker, as_json, consume, produce
 
 pytestmark = pytest.mark.integration
@@ -85,15 +85,6 @@ def reference(messages: list[Message], config: CoreConfig) -> dict[int, Partitio
         ids.update(cmd["intervention_id"] for cmd in out.commands)
     cores[0].reference_ids = ids  # type: ignore[attr-defined]
     return cores
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def assigned(workers: list[Worker]) -> list[int]:
