@@ -8,10 +8,11 @@ true, false, null). Nothing else: no function calls, no attribute access, no
 indexing, nothing is ever evaluated as Python. Every error carries the column it
 was found at, so the rule checker can point at ``file:line:column``.
 
-Semantics: a comparison with a field the fact does not have (or holds null) is
-false, and so is its negation written as a comparison (``x != 1``); use
-``exists x`` / ``not exists x`` to test presence. ``not (...)`` is true exactly
-when the inner condition is false.
+Semantics: a comparison with a field the fact does not have (or holds null, or a
+value of another kind than the literal: text, number, true/false) is false, and so
+is its negation written as a comparison (``x != 1``); use ``exists x`` /
+``not exists x`` to test presence. ``not (...)`` is true exactly when the inner
+condition is false.
 """
 
 from __future__ import annotations
@@ -359,22 +360,33 @@ def evaluate(node: Node, fact: dict[str, Any]) -> bool:
     if value is None:
         return False
     if isinstance(node, In):
-        return (value in node.values) != node.negated
+        same_kind = [v for v in node.values if kind_of(v) == kind_of(value)]
+        if not same_kind:
+            return False  # a value of another kind counts as missing
+        return (value in same_kind) != node.negated
     if isinstance(node, Between):
         return _is_number(value) and node.low <= value <= node.high
     return _compare(value, node.op, node.value)
 
 
+def kind_of(value: object) -> str:
+    """``bool``, ``number``, ``text`` or ``other``: comparisons only hold within a kind."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    return "other"
+
+
 def _compare(left: Any, op: str, right: Literal) -> bool:
+    if kind_of(left) != kind_of(right):
+        return False  # a value of another kind counts as missing, for != too
     if op == "==":
         return bool(left == right)
     if op == "!=":
         return bool(left != right)
-    comparable = (_is_number(left) and _is_number(right)) or (
-        isinstance(left, str) and isinstance(right, str)
-    )
-    if not comparable:
-        return False
     if op == "<":
         return bool(left < right)
     if op == "<=":
