@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import faust
@@ -266,14 +266,18 @@ class Pipeline:
                 self.metrics.deadline_to_command.observe(max(0.0, (published - now) / 1000))
         self.metrics.pending_deadlines.set(sum(c.pending_deadlines for c in self.cores.values()))
         self.metrics.journeys.set(sum(len(c.journeys) for c in self.cores.values()))
-        for dl in out.dead_letters:
+        if out.dead_letters:  # one line per batch, not per message: bad input can be bulk
+            first = out.dead_letters[0]
+            codes = Counter(dl.code for dl in out.dead_letters)
             log.warning(
-                "dead-lettered %s[%d]@%d: %s: %s",
-                dl.record.topic,
-                dl.record.partition,
-                dl.record.offset,
-                dl.code,
-                dl.reason,
+                "dead-lettered %d messages (%s); first: %s[%d]@%d: %s: %s",
+                len(out.dead_letters),
+                ", ".join(f"{code} {n}" for code, n in sorted(codes.items())),
+                first.record.topic,
+                first.record.partition,
+                first.record.offset,
+                first.code,
+                first.reason,
             )
 
     async def _send_command(self, cmd: dict[str, Any]) -> Any:
