@@ -17,7 +17,6 @@ condition is false.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,7 @@ OPERATORS = ("==", "!=", "<=", ">=", "<", ">")
 _TOKEN = re.compile(
     r"""
     (?P<space>\s+)
-  | (?P<number>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
+  | (?P<number>-?\d+(?:\.\d+)?)
   | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op>==|!=|<=|>=|<|>)
@@ -286,9 +285,13 @@ class _Parser:
     def literal(self) -> Literal:
         tok = self.take()
         if tok.kind == "number":
-            value = float(tok.text) if any(c in tok.text for c in ".eE") else int(tok.text)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ExpressionError(f"number {tok.text} is out of range", tok.column)
+            value = float(tok.text) if "." in tok.text else int(tok.text)
+            if abs(value) >= 1e15 or "e" in repr(value):
+                raise ExpressionError(
+                    f"number {tok.text} is out of range; write a plain decimal below 10^15 "
+                    "with at most 4 leading zeros after the point",
+                    tok.column,
+                )
             return value
         if tok.kind == "string":
             return _unquote(tok.text)
