@@ -24,6 +24,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check stream tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/goldenflow rules check rules
+	$(BIN)/goldenflow rules test rules
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)

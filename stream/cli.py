@@ -225,6 +225,109 @@ def demo(
     sys.exit(code)
 
 
+RULES_PATH = click.argument(
+    "path", type=click.Path(path_type=Path), default=Path("rules"), envvar="GOLDENFLOW_RULES_DIR"
+)
+
+
+@main.group()
+def rules() -> None:
+    """Tools for rule authors: check, test and explain the rule files."""
+
+
+@rules.command("check")
+@RULES_PATH
+def rules_check(path: Path) -> None:
+    """Validate every rule file; print each problem as file:line: message."""
+    from stream.decide.rulebook import load_rulebook
+    from stream.errors import RuleFileError
+
+    try:
+        book = load_rulebook(path)
+    except RuleFileError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{len(exc.problems)} problem(s); the rules were not loaded", err=True)
+        sys.exit(1)
+    rulesets = {r.ruleset for r in book.decider.rules.values()}
+    click.echo(
+        f"ok: {len(book.decider.rules)} rules in {len(rulesets)} rulesets, version {book.version}"
+    )
+
+
+@rules.command("test")
+@RULES_PATH
+def rules_test(path: Path) -> None:
+    """Run the test cases kept beside the rules (*.test.yaml)."""
+    from stream.decide.rulebook import load_rulebook
+    from stream.decide.ruletests import run_tests
+    from stream.errors import RuleFileError
+
+    try:
+        book = load_rulebook(path)
+        results = run_tests(book, path)
+    except RuleFileError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    for r in results:
+        status = "PASS" if r.passed else "FAIL"
+        click.echo(f"{status} {r.path}:{r.line} {r.name}" + ("" if r.passed else f": {r.detail}"))
+    failed = sum(not r.passed for r in results)
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    sys.exit(1 if failed or not results else 0)
+
+
+@rules.command("explain")
+@click.argument("fact_file", type=click.File("rb"))
+@click.option(
+    "--rules-dir",
+    type=click.Path(path_type=Path),
+    default=Path("rules"),
+    envvar="GOLDENFLOW_RULES_DIR",
+    show_envvar=True,
+    show_default=True,
+    help="folder of rule files",
+)
+def rules_explain(fact_file: Any, rules_dir: Path) -> None:
+    """Print the decision for a fact (a JSON object with a pattern field) and why."""
+    import orjson
+
+    from stream.decide.rulebook import load_rulebook
+    from stream.decide.ruletests import fact_from
+    from stream.errors import RuleFileError
+
+    try:
+        book = load_rulebook(rules_dir)
+    except RuleFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        values = orjson.loads(fact_file.read())
+    except orjson.JSONDecodeError as exc:
+        raise click.ClickException(f"{fact_file.name}: not JSON ({exc})") from None
+    if not isinstance(values, dict) or "pattern" not in values:
+        raise click.ClickException(f"{fact_file.name}: expected a JSON object with a pattern")
+    fact = fact_from(values)
+    decision = book.decider.decide(fact)
+    derived = book.decider.enrich(fact)
+    if decision is None:
+        click.echo(
+            f"no rule matches (rules {book.version}); intent {derived['intent']} "
+            f"{derived['intent_contributions']}"
+        )
+        return
+    click.echo(
+        f"{decision.rule_id}: {decision.type} via {decision.channel} "
+        f"({decision.mode}, rules {book.version})"
+    )
+    click.echo(
+        orjson.dumps(
+            {"params": decision.params, "explanation": decision.explanation},
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+    )
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks on the embedded broker (figures go into docs/performance.md)."""

@@ -150,9 +150,10 @@ class Metrics:
             self.dead_letters.inc(len(out.dead_letters))
         for fact in out.facts:
             self.patterns.labels(fact.pattern).inc()
-        for pattern, rule, emitted in out.decisions:
-            result = "emitted" if emitted else "no_rule"
+        for pattern, rule, result in out.decisions:
             self.decisions.labels(pattern, rule or "none", result).inc()
+            if result in ("shadow", "disabled"):
+                self.suppressions.labels(result).inc()
         for cmd in out.commands:
             iv = cmd["intervention"]
             self.commands.labels(cmd["pattern"], iv["type"], iv["channel"]).inc()

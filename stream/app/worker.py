@@ -28,9 +28,10 @@ from stream.app.embedded import use_fetch_highwaters
 from stream.app.metrics import Metrics
 from stream.app.topics import changelog_topic
 from stream.config import Settings
-from stream.decide.rulebook import RuleBook
+from stream.decide.rulebook import RuleBook, load_rulebook, rules_fingerprint
 from stream.domain.engine import CoreConfig, DeadLetter, PartitionCore, Record, StepOutput
 from stream.domain.events import TYPE_KIND, encode
+from stream.errors import RuleFileError
 
 log = logging.getLogger("goldenflow.worker")
 
@@ -122,6 +123,7 @@ class Pipeline:
         self.last_offset: dict[TP, int] = {}  # last offset processed per input partition
         self.dlq = settings.topic("dlq")
         metrics.ruleset_info.labels(rulebook.version).set(1)
+        self._rules_seen = rules_fingerprint(settings.rules_dir)
 
     # -- partitions ------------------------------------------------------------------
 
@@ -166,6 +168,38 @@ class Pipeline:
                 core.pending_deadlines,
                 len(undelivered),
             )
+
+    async def reload_rules(self) -> None:
+        """Swap in changed rule files between batches; refuse broken ones, keep deciding.
+
+        Deadlines already armed keep their due times; new timing applies to what is
+        armed from now on.
+        """
+        seen = rules_fingerprint(self.settings.rules_dir)
+        if seen == self._rules_seen:
+            return
+        self._rules_seen = seen
+        try:
+            book = load_rulebook(self.settings.rules_dir)
+        except RuleFileError as exc:
+            self.metrics.rule_reload_failures.inc()
+            log.error(
+                "rule change refused, still deciding with rules %s:\n%s",
+                self.rulebook.version,
+                "\n".join(str(p) for p in exc.problems),
+            )
+            return
+        if book.version == self.rulebook.version:
+            return
+        async with self.lock:
+            old = self.rulebook.version
+            self.rulebook = book
+            for core in self.cores.values():
+                core.timing = book.timing
+                core.decider = book.decider
+            self.metrics.ruleset_info.clear()
+            self.metrics.ruleset_info.labels(book.version).set(1)
+        log.info("rules %s replaced %s (%d rules)", book.version, old, len(book.decider.rules))
 
     def revoke(self, partitions: set[int]) -> None:
         for p in partitions:
@@ -355,6 +389,10 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
     async def advance_idle() -> None:
         await pipeline.tick()
 
+    @app.timer(interval=1.0)
+    async def watch_rules() -> None:
+        await pipeline.reload_rules()
+
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, **kwargs: Any) -> None:
         inputs = set(settings.input_topics)
@@ -374,7 +412,7 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
         return web.json_response(
             {
                 "status": "ok",
-                "ruleset_version": rulebook.version,
+                "ruleset_version": pipeline.rulebook.version,
                 "partitions": sorted(pipeline.cores),
             }
         )

@@ -14,45 +14,44 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from stream.decide.schema import CategoryGraphFile, DefaultsFile, TimingFile
+from stream.decide.decider import INTENT_FEATURES, IntentModel, RulesDecider
+from stream.decide.matcher import RuleEngineError
+from stream.decide.rulesets import RULES_GLOB, load_rulesets
+from stream.decide.schema import CategoryGraphFile, IntentFile, TimingFile
 from stream.decide.yamlfile import YamlDoc, load_yaml
-from stream.domain.facts import Decision, Fact
 from stream.domain.timing import Timing
 from stream.errors import RuleFileError, RuleProblem
 
 M = TypeVar("M", bound=BaseModel)
 
 TIMING_FILE = "timing.yaml"
-DEFAULTS_FILE = "defaults.yaml"
+INTENT_FILE = "intent.yaml"
 GRAPH_FILE = "category_graph.yaml"
-
-
-class DefaultDecider:
-    """Gives each detected pattern the default intervention from rules/defaults.yaml."""
-
-    def __init__(self, defaults: DefaultsFile, version: str) -> None:
-        self._decisions: dict[str, Decision] = {
-            pattern: Decision(
-                rule_id=spec.id,
-                ruleset_version=version,
-                type=spec.type,
-                channel=spec.channel,
-                params=dict(spec.params),
-                explanation={"rule": spec.id, "reason": f"default for {pattern}"},
-            )
-            for pattern, spec in defaults.defaults.items()
-        }
-
-    def decide(self, fact: Fact) -> Decision | None:
-        return self._decisions.get(fact.pattern)
 
 
 @dataclass(frozen=True)
 class RuleBook:
     timing: Timing
-    decider: DefaultDecider
+    decider: RulesDecider
     version: str
     files: tuple[str, ...]
+
+
+def rule_files(rules_dir: Path) -> list[Path]:
+    """Every file that makes up the rule book (what the version hashes)."""
+    fixed = [rules_dir / name for name in (TIMING_FILE, GRAPH_FILE, INTENT_FILE)]
+    return fixed + sorted(rules_dir.glob(RULES_GLOB))
+
+
+def rules_fingerprint(rules_dir: Path) -> str:
+    """A cheap hash of everything in the rules folder that could change the rule book."""
+    digest = hashlib.sha256()
+    for path in [*rule_files(rules_dir), *sorted(rules_dir.glob("*.yaml"))]:
+        try:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        except OSError:
+            digest.update(path.name.encode() + b"\0missing")
+    return digest.hexdigest()
 
 
 def load_rulebook(rules_dir: Path) -> RuleBook:
@@ -60,19 +59,38 @@ def load_rulebook(rules_dir: Path) -> RuleBook:
     problems: list[RuleProblem] = []
     if not rules_dir.is_dir():
         raise RuleFileError(
-            [
-                RuleProblem(
-                    str(rules_dir), 1, "rules folder not found; set --rules or GOLDENFLOW_RULES_DIR"
-                )
-            ]
+            [RuleProblem(str(rules_dir), 1, "rules folder not found; set GOLDENFLOW_RULES_DIR")]
         )
     timing = _load_model(rules_dir / TIMING_FILE, TimingFile, problems)
-    defaults = _load_model(rules_dir / DEFAULTS_FILE, DefaultsFile, problems)
     graph = _load_model(rules_dir / GRAPH_FILE, CategoryGraphFile, problems)
-    if problems or timing is None or defaults is None or graph is None:
+    intent = _load_model(rules_dir / INTENT_FILE, IntentFile, problems)
+    if intent is not None:
+        for name in intent.weights:
+            if name not in INTENT_FEATURES:
+                problems.append(
+                    RuleProblem(
+                        str(rules_dir / INTENT_FILE),
+                        1,
+                        f"weights: unknown feature {name!r}; expected one of "
+                        f"{', '.join(INTENT_FEATURES)}",
+                    )
+                )
+    ruleset_paths = sorted(rules_dir.glob(RULES_GLOB))
+    if not ruleset_paths:
+        problems.append(RuleProblem(str(rules_dir), 1, f"no rule files ({RULES_GLOB}) found"))
+    rules = load_rulesets(ruleset_paths, problems)
+    if problems or timing is None or graph is None or intent is None:
         raise RuleFileError(problems)
-    files = (TIMING_FILE, DEFAULTS_FILE, GRAPH_FILE)
-    version = _version(rules_dir, files)
+    files = rule_files(rules_dir)
+    version = _version(files)
+    try:
+        decider = RulesDecider(rules, IntentModel(intent.bias, dict(intent.weights)), version)
+    except RuleEngineError as exc:
+        by_id = {r.id: r for r in rules}
+        raise RuleFileError(
+            [RuleProblem(by_id[r].path, by_id[r].line, f"when: {exc}") for r in exc.rule_ids]
+            or [RuleProblem(str(rules_dir), 1, str(exc))]
+        ) from None
     return RuleBook(
         timing=Timing(
             default_cart_dwell_ms=timing.cart_stall.default_dwell,
@@ -83,9 +101,9 @@ def load_rulebook(rules_dir: Path) -> RuleBook:
             unpaid_lead_ms=timing.unpaid_order.lead,
             companions={k: tuple(v) for k, v in graph.companions.items()},
         ),
-        decider=DefaultDecider(defaults, version),
+        decider=decider,
         version=version,
-        files=files,
+        files=tuple(str(f) for f in files),
     )
 
 
@@ -127,8 +145,8 @@ def _message(err: Any) -> str:
     return msg
 
 
-def _version(rules_dir: Path, files: tuple[str, ...]) -> str:
+def _version(files: list[Path]) -> str:
     digest = hashlib.sha256()
-    for name in files:
-        digest.update(name.encode() + b"\0" + (rules_dir / name).read_bytes() + b"\0")
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]

@@ -55,25 +55,61 @@ class CategoryGraphFile(Strict):
     companions: dict[str, list[str]] = Field(default_factory=dict)
 
 
-class Intervention(Strict):
-    id: str = Field(min_length=1, description="rule id shown on every command")
-    description: str = ""
+class Then(Strict):
+    """What a rule does: the intervention to send."""
+
     type: InterventionType
     channel: Channel
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class DefaultsFile(Strict):
-    """rules/defaults.yaml: the intervention each pattern gets when nothing else decides."""
+class Rule(Strict):
+    id: str = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9_.:-]+$")
+    description: str = ""
+    owner: str = Field(min_length=1, description="who answers for this rule")
+    priority: int = Field(ge=0, le=1_000_000, description="the highest matching priority wins")
+    when: str = Field(description="condition over the fact (rules/README.md)")
+    then: Then
+    enabled: bool = True
+    mode: Literal["live", "shadow"] = "live"
 
-    defaults: dict[str, Intervention]
 
-    @field_validator("defaults")
+class RulesetFile(Strict):
+    """rules/rulesets/*.yaml: the rules of one pattern (or theme)."""
+
+    ruleset: str = Field(min_length=1)
+    pattern: str | None = Field(None, description="only facts of this pattern reach the rules")
+    description: str = ""
+    rules: list[Rule]
+
+    @field_validator("pattern")
     @classmethod
-    def _known_patterns(cls, value: dict[str, Intervention]) -> dict[str, Intervention]:
-        unknown = sorted(set(value) - set(PATTERNS))
-        if unknown:
-            raise ValueError(
-                f"unknown pattern {unknown[0]!r}; expected one of {', '.join(PATTERNS)}"
-            )
+    def _known_pattern(cls, value: str | None) -> str | None:
+        if value is not None and value not in PATTERNS:
+            raise ValueError(f"unknown pattern {value!r}; expected one of {', '.join(PATTERNS)}")
         return value
+
+
+class IntentFile(Strict):
+    """rules/intent.yaml: weights of the intent score's features."""
+
+    bias: float = 0.0
+    weights: dict[str, float] = Field(default_factory=dict)
+
+
+class Expectation(Strict):
+    rule: str | None = None
+    type: InterventionType | None = None
+    channel: Channel | None = None
+
+
+class RuleTestCase(Strict):
+    name: str = Field(min_length=1)
+    fact: dict[str, Any]
+    expect: Expectation | Literal["none"]
+
+
+class RuleTestFile(Strict):
+    """rules/tests/*.yaml: facts and the decision rule authors expect for them."""
+
+    cases: list[RuleTestCase]

@@ -49,7 +49,20 @@ def load_yaml(path: Path, shown_as: str | None = None) -> YamlDoc:
 
 
 def parse_yaml(text: str, name: str) -> YamlDoc:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise RuleFileError(
+            [
+                RuleProblem(
+                    name,
+                    line,
+                    f"not valid YAML text: character {exc.character!r} "
+                    "is not allowed; save the file as plain UTF-8 text",
+                )
+            ]
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:

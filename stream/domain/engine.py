@@ -69,8 +69,8 @@ class StepOutput:
     facts: list[Fact] = field(default_factory=list)
     events_by_type: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
-    #: (pattern, rule id or "", emitted) per decision made
-    decisions: list[tuple[str, str, bool]] = field(default_factory=list)
+    #: (pattern, rule id or "", result: emitted, no_rule, shadow or disabled) per decision
+    decisions: list[tuple[str, str, str]] = field(default_factory=list)
 
     def extend(self, other: StepOutput) -> None:
         self.commands.extend(other.commands)
@@ -191,8 +191,12 @@ class PartitionCore:
     def _decide(self, journey: Journey, fact: Fact, out: StepOutput, now_ms: int | None) -> None:
         out.facts.append(fact)
         decision = self.decider.decide(fact)
-        out.decisions.append((fact.pattern, decision.rule_id if decision else "", bool(decision)))
-        if decision is not None:
+        if decision is None:
+            out.decisions.append((fact.pattern, "", "no_rule"))
+            return
+        live = decision.mode == "live"
+        out.decisions.append((fact.pattern, decision.rule_id, "emitted" if live else decision.mode))
+        if live:
             decided_at = now_ms if now_ms is not None else fact.at_ms
             command = build_command(fact, decision, decided_at)
             out.commands.append(command)

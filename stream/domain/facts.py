@@ -52,6 +52,8 @@ class Decision:
     channel: str
     params: dict[str, Any] = field(default_factory=dict)
     explanation: dict[str, Any] = field(default_factory=dict)
+    #: live: send it; shadow: decide and record only; disabled: the rule is switched off
+    mode: str = "live"
 
 
 def build_command(fact: Fact, decision: Decision, decided_at_ms: int) -> dict[str, Any]:

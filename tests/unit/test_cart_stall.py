@@ -23,7 +23,7 @@ def run(c: PartitionCore, events: list[dict[str, object]], now: int | None = Non
 
 def test_item_left_in_cart_fires_once_after_its_category_dwell() -> None:
     ev, c = EventMaker(), core()
-    add = ev.add("alice", T0, sku="milk", category="fresh_food", price=3.5, qty=2)
+    add = ev.add("alice", T0, sku="milk", category="fresh_food", price=6.0, qty=2)
     # fresh_food dwell is 10m, lateness 1m: the watermark passes T0+10m after T0+11m
     assert run(c, [add, tick(ev, T0 + 11 * MINUTE)]) == []
     commands = run(c, [tick(ev, T0 + 11 * MINUTE + 1)])
@@ -31,10 +31,12 @@ def test_item_left_in_cart_fires_once_after_its_category_dwell() -> None:
     cmd = commands[0]
     assert cmd["user_id"] == "alice"
     assert cmd["pattern"] == "cart_stall"
-    assert (cmd["sku"], cmd["category"], cmd["cart_value"]) == ("milk", "fresh_food", 7.0)
+    assert (cmd["sku"], cmd["category"], cmd["cart_value"]) == ("milk", "fresh_food", 12.0)
     assert cmd["fired_at"] == "2025-11-24T16:10:00.000Z"
     assert cmd["intervention"]["type"] == "category_coupon"
-    assert cmd["rule"]["id"] == "cart_stall.default_coupon"
+    assert cmd["rule"]["id"] == "cart_stall.fresh_food.coupon"
+    assert cmd["explanation"]["read"] == {"category_root": "fresh_food", "cart_value": 12.0}
+    assert cmd["explanation"]["also_matched"] == ["cart_stall.default.reminder"]
     assert cmd["fact"]["dwell_ms"] == 10 * MINUTE
     # one firing per silence: later events do not fire it again
     assert run(c, [tick(ev, T0 + 5 * HOUR)]) == []

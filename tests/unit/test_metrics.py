@@ -30,7 +30,8 @@ def test_a_batch_updates_counters_with_bounded_labels() -> None:
     assert get("goldenflow_patterns_detected_total", {"pattern": "cart_stall"}) == 2
     labels = {"pattern": "cart_stall", "type": "category_coupon", "channel": "push"}
     assert get("goldenflow_commands_emitted_total", labels) == 2
-    decided = {"pattern": "cart_stall", "rule": "cart_stall.default_coupon", "result": "emitted"}
+    rule = "cart_stall.fresh_food.coupon"
+    decided = {"pattern": "cart_stall", "rule": rule, "result": "emitted"}
     assert get("goldenflow_decisions_total", decided) == 2
     for metric in registry.collect():
         for sample in metric.samples:

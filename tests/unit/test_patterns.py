@@ -20,14 +20,8 @@ def fired(c: PartitionCore, events: list[dict[str, Any]], until: int | None = No
     if until is not None:
         batch.append(rec(ev("cart_view", "zz-clock", until, event_id="clock-" + str(until))))
     out = c.step(batch, now_ms=None)
-    return [
-        (
-            cmd["pattern"],
-            cmd["fact"].get("checkout_id") or cmd["fact"].get("order_id") or cmd["sku"],
-            cmd["fired_at"],
-        )
-        for cmd in out.commands
-    ]
+    # detections, whatever the rules then decide about them
+    return [(fact.pattern, fact.subject, format_ts(fact.at_ms)) for fact in out.facts]
 
 
 def at(ms: int) -> str:
@@ -173,8 +167,8 @@ def test_cancel_request_is_an_immediate_fact_with_the_order() -> None:
         "order_cancel_requested", "dee", T0 + 2 * MINUTE, order_id="o3", reason="found_cheaper"
     )
     out = c.step([rec(order), rec(cancel)], now_ms=None)
-    assert [cmd["pattern"] for cmd in out.commands] == ["cancel_request"]
-    fact = out.commands[0]["fact"]
+    assert [f.pattern for f in out.facts] == ["cancel_request"]
+    fact = out.facts[0].fields
     assert fact["amount"] == 500.0
     assert fact["reason"] == "found_cheaper"
     assert fact["order_age_ms"] == 2 * MINUTE
@@ -188,8 +182,10 @@ def test_cancel_request_is_an_immediate_fact_with_the_order() -> None:
 def test_cancel_request_for_an_unknown_order_still_yields_a_fact() -> None:
     ev, c = EventMaker(), core()
     out = c.step([rec(ev("order_cancel_requested", "eve", T0, order_id="ghost"))], now_ms=None)
-    assert [cmd["fact"]["order_id"] for cmd in out.commands] == ["ghost"]
-    assert out.commands[0]["fact"]["amount"] is None
+    assert [f.fields["order_id"] for f in out.facts] == ["ghost"]
+    assert out.facts[0].fields["amount"] is None
+    assert out.commands == []  # the rule for unknown orders runs in shadow mode
+    assert out.decisions == [("cancel_request", "cancel_request.unknown_order", "shadow")]
 
 
 @pytest.mark.parametrize(
@@ -208,9 +204,7 @@ def test_cross_sell_lists_missing_companions(
     ev, c = EventMaker(), core()
     items = [{"sku": f"s{i}", "category": cat, "price": 1.0} for i, cat in enumerate(categories)]
     out = c.step([rec(ev("checkout_start", "fox", T0, checkout_id="c7", items=items))], now_ms=None)
-    found = [
-        cmd["fact"]["missing_categories"] for cmd in out.commands if cmd["pattern"] == "cross_sell"
-    ]
+    found = [f.fields["missing_categories"] for f in out.facts if f.pattern == "cross_sell"]
     assert found == ([missing] if missing else [])
 
 
@@ -234,7 +228,7 @@ def test_facts_carry_what_decisions_need() -> None:
         ev("payment_failed", "hal", T0 + MINUTE, order_id="o5", reason="card_declined"),
     ]
     out = c.step([rec(e) for e in events] + [rec(ev("cart_view", "clock", T0 + HOUR))], now_ms=None)
-    facts = {cmd["pattern"]: cmd["fact"] for cmd in out.commands}
+    facts = {f.pattern: f.fields for f in out.facts}
     pay = facts["payment_stall"]
     assert (pay["amount"], pay["method"], pay["failure_reason"], pay["payment_failures"]) == (
         12.0,

@@ -59,9 +59,10 @@ REST = "checkout_abandon: {after: 20m}\npayment_stall: {after: 10m}\nunpaid_orde
             "duplicate key",
         ),
         (
-            "defaults.yaml",
-            "defaults:\n  cart_stall:\n    id: x\n    type: teleport\n    channel: push\n",
-            4,
+            "cart_stall.rules.yaml",
+            "ruleset: x\nrules:\n  - id: a\n    owner: me\n    priority: 1\n"
+            "    when: 'true'\n    then: {type: teleport, channel: push}\n",
+            7,
             "teleport",
         ),
     ],
@@ -84,11 +85,11 @@ def test_problems_are_reported_as_file_and_line(
 def test_problems_in_several_files_are_all_reported(tmp_path: Path) -> None:
     rules = copy_rules(tmp_path)
     (rules / "timing.yaml").write_text("cart_stall: [\n")
-    (rules / "defaults.yaml").write_text("defaults: {}\nextra: 1\n")
+    (rules / "cart_stall.rules.yaml").write_text("ruleset: x\nrules: []\nextra: 1\n")
     with pytest.raises(RuleFileError) as info:
         load_rulebook(rules)
     assert sorted(Path(p.path).name for p in info.value.problems) == [
-        "defaults.yaml",
+        "cart_stall.rules.yaml",
         "timing.yaml",
     ]
 
