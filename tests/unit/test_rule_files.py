@@ -193,3 +193,30 @@ def test_explain_prints_the_decision_and_why(tmp_path: Path) -> None:
     assert result.output.startswith("payment_stall.declined.other_method: payment_coupon via push")
     assert '"failure_reason": "card_declined"' in result.output
     assert '"intent"' in result.output
+
+
+@pytest.mark.parametrize(
+    ("switch", "result"), [("enabled: false", "disabled"), ("mode: shadow", "shadow")]
+)
+def test_kill_switch_and_shadow_mode_decide_but_send_nothing(
+    rules: Path, switch: str, result: str
+) -> None:
+    from tests.helpers import T0, EventMaker, core, rec
+
+    path = rules / "checkout_abandon.rules.yaml"
+    path.write_text(
+        path.read_text().replace('    when: "true"\n', f'    when: "true"\n    {switch}\n')
+    )
+    ev, c = EventMaker(), core(rules=rules)
+    start = ev(
+        "checkout_start",
+        "kim",
+        T0,
+        checkout_id="c1",
+        amount=20.0,
+        items=[{"sku": "s", "category": "garden", "price": 20.0}],
+    )
+    out = c.step([rec(start), rec(ev("cart_view", "clock", T0 + 3_600_000))], now_ms=None)
+    assert [f.pattern for f in out.facts] == ["checkout_abandon"]
+    assert out.commands == []
+    assert out.decisions == [("checkout_abandon", "checkout_abandon.reminder", result)]
