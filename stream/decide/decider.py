@@ -27,6 +27,7 @@ INTENT_FEATURES = {
     "dwell_hours": "time at this step, hours",
     "payment_failures": "failed payments for the order",
     "repeat_adds": "extra units of the item added (qty - 1)",
+    "views_24h": "product and cart views in the 24 hours before",
 }
 
 
@@ -62,6 +63,7 @@ class IntentModel:
             "dwell_hours": _num(fact.get("dwell_ms")) / 3_600_000,
             "payment_failures": _num(fact.get("payment_failures")),
             "repeat_adds": max(_num(fact.get("qty")) - 1, 0.0),
+            "views_24h": _num(fact.get("views_24h")),
         }
 
     def score(self, fact: Mapping[str, Any]) -> tuple[float, dict[str, float]]:

@@ -21,6 +21,8 @@ FIELDS: Final[dict[str, tuple[str, str]]] = {
     "dwell_ms": ("number", "how long the shopper stayed at this step, ms"),
     "dwell_minutes": ("number", "the same, in minutes"),
     "prior_stalls": ("number", "patterns detected for this shopper before this one"),
+    "prior_interventions": ("number", "interventions sent to this shopper before"),
+    "views_24h": ("number", "product and cart views in the 24 hours before"),
     "segment": ("text", "shopper segment from the events, e.g. new, regular, vip"),
     "timezone": ("text", "shopper's IANA time zone"),
     "hour": ("number", "hour of day (0-23) in the shopper's time zone (UTC if unknown)"),

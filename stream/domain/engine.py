@@ -203,6 +203,7 @@ class PartitionCore:
             # The outbox: a command stays in its journey's snapshot until delivered,
             # so a crash between checkpoint and publish re-sends the very same bytes.
             journey.outbox.append(command)
+            journey.interventions += 1
             self.outboxed.add(journey.user_id)
 
     def _after_change(self, journey: Journey) -> None:

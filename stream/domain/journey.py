@@ -23,7 +23,7 @@ from typing import Any
 
 from stream.domain.events import Event
 from stream.domain.facts import Fact
-from stream.domain.timeutil import parse_ts
+from stream.domain.timeutil import DAY, parse_ts
 from stream.domain.timing import Timing
 
 #: A deadline that already fired: one firing per silence.
@@ -69,7 +69,8 @@ _ORDER = {
     "payment_failed": 1,
 }
 
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4
+MAX_VIEWS = 200
 
 
 def event_key(event_id: str) -> int:
@@ -100,6 +101,7 @@ class Journey:
     __slots__ = (
         "cart",
         "checkouts",
+        "interventions",
         "orders",
         "outbox",
         "pending",
@@ -108,6 +110,7 @@ class Journey:
         "segment",
         "timezone",
         "user_id",
+        "views",
     )
 
     def __init__(self, user_id: str) -> None:
@@ -119,6 +122,8 @@ class Journey:
         self.outbox: list[dict[str, Any]] = []  # commands checkpointed, not yet delivered
         self.seen: dict[int, int] = {}
         self.prior = 0  # patterns detected for this shopper so far
+        self.interventions = 0  # commands sent to this shopper so far
+        self.views: list[int] = []  # product and cart views in the last day
         self.segment: str | None = None
         self.timezone: str | None = None
 
@@ -199,7 +204,12 @@ class Journey:
         elif kind == "order_cancel_requested":
             data = (body["order_id"],)
             facts.append(self._cancel_request(ev))
-        else:  # views: they only refresh the shopper's attributes
+        else:  # views: counted for the intent score
+            views = self.views
+            views.append(ev.ts)
+            newest = max(views[-1], views[0])
+            if views[0] < newest - DAY or len(views) > MAX_VIEWS:
+                self.views = [t for t in views if t >= newest - DAY][-MAX_VIEWS:]
             return facts
         self._buffer((ev.ts, _ORDER[kind], ev.event_id, 0, kind, data))
         return facts
@@ -282,6 +292,8 @@ class Journey:
         for table, idx in ((self.cart, _START), (self.checkouts, C_START), (self.orders, O_SEEN)):
             for key in [k for k, v in table.items() if v[idx] < before_ms]:
                 del table[key]
+        if self.views and self.views[0] < before_ms:
+            self.views = [t for t in self.views if t >= before_ms]
         if self.seen and min(self.seen.values()) < before_ms:
             self.seen = {k: ts for k, ts in self.seen.items() if ts >= before_ms}
 
@@ -383,11 +395,13 @@ class Journey:
         self.prior += 1
         return fact
 
-    def _base(self, pattern: str) -> dict[str, Any]:
+    def _base(self, pattern: str, at_ms: int) -> dict[str, Any]:
         return {
             "pattern": pattern,
             "cart_value": self.cart_value(),
             "prior_stalls": self.prior,
+            "prior_interventions": self.interventions,
+            "views_24h": sum(1 for t in self.views if at_ms - DAY <= t <= at_ms),
             "segment": self.segment,
             "timezone": self.timezone,
         }
@@ -398,7 +412,7 @@ class Journey:
     def _cart_stall(self, sku: str, due: int) -> Fact:
         line = self.cart[sku]
         line[_DUE] = FIRED
-        fields = self._base("cart_stall")
+        fields = self._base("cart_stall", due)
         fields.update(
             sku=sku,
             category=line[_CAT],
@@ -412,7 +426,7 @@ class Journey:
     def _checkout_abandon(self, cid: str, due: int) -> Fact:
         c = self.checkouts[cid]
         c[C_DUE] = FIRED
-        fields = self._base("checkout_abandon")
+        fields = self._base("checkout_abandon", due)
         fields.update(
             checkout_id=cid,
             amount=c[C_AMOUNT],
@@ -424,8 +438,8 @@ class Journey:
         )
         return Fact("checkout_abandon", self.user_id, due, cid, c[C_EID], fields)
 
-    def _order_fields(self, pattern: str, oid: str, order: list[Any]) -> dict[str, Any]:
-        fields = self._base(pattern)
+    def _order_fields(self, pattern: str, oid: str, order: list[Any], at_ms: int) -> dict[str, Any]:
+        fields = self._base(pattern, at_ms)
         cats = order[O_CATS]
         fields.update(
             order_id=oid,
@@ -442,14 +456,14 @@ class Journey:
     def _payment_stall(self, oid: str, due: int) -> Fact:
         order = self.orders[oid]
         order[O_PAY_DUE] = FIRED
-        fields = self._order_fields("payment_stall", oid, order)
+        fields = self._order_fields("payment_stall", oid, order, due)
         fields.update(dwell_ms=due - order[O_PAY_START], at_cashier_since_ms=order[O_PAY_START])
         return Fact("payment_stall", self.user_id, due, oid, order[O_PAY_EID], fields)
 
     def _unpaid_order(self, oid: str, due: int) -> Fact:
         order = self.orders[oid]
         order[O_UNPAID_DUE] = FIRED
-        fields = self._order_fields("unpaid_order", oid, order)
+        fields = self._order_fields("unpaid_order", oid, order, due)
         deadline = order[O_DEADLINE]
         fields.update(
             pay_deadline_ms=deadline,
@@ -473,7 +487,7 @@ class Journey:
                     )
                     order[O_CATS] = cats
         self.prior += 1
-        fields = self._order_fields("cancel_request", oid, order)
+        fields = self._order_fields("cancel_request", oid, order, ev.ts)
         fields["prior_stalls"] = self.prior - 1
         fields.update(
             reason=ev.body.get("reason"),
@@ -482,7 +496,7 @@ class Journey:
         return Fact("cancel_request", self.user_id, ev.ts, oid, ev.event_id, fields)
 
     def _cross_sell(self, ev: Event, cats: list[str], missing: list[str], amount: float) -> Fact:
-        fields = self._base("cross_sell")
+        fields = self._base("cross_sell", ev.ts)
         self.prior += 1
         fields.update(
             checkout_id=ev.body["checkout_id"],
@@ -510,6 +524,8 @@ class Journey:
             self.pending,
             list(self.seen.items()),
             self.prior,
+            self.interventions,
+            self.views,
             self.segment,
             self.timezone,
             self.outbox,
@@ -528,6 +544,8 @@ class Journey:
             pending,
             seen,
             journey.prior,
+            journey.interventions,
+            journey.views,
             journey.segment,
             journey.timezone,
             journey.outbox,

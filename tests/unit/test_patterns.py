@@ -268,3 +268,20 @@ def test_state_expires_after_the_horizon_and_memory_stays_flat() -> None:
     c.delivered()
     c.take_dirty()
     assert set(c.journeys) <= {"clock"}
+
+
+def test_facts_count_recent_views_and_prior_interventions() -> None:
+    ev, c = EventMaker(), core(CoreConfig(lateness_ms=0))
+    events = [
+        ev("detail_view", "ivy", T0 - 2 * DAY, sku="a"),  # too old to count
+        ev("detail_view", "ivy", T0 - HOUR, sku="a"),
+        ev("cart_view", "ivy", T0 - MINUTE),
+        ev.add("ivy", T0, sku="a", category="books", price=20.0),
+        ev.add("ivy", T0 + 7 * HOUR, sku="b", category="books", price=20.0),
+    ]
+    out = c.step(
+        [rec(e) for e in events] + [rec(ev("cart_view", "clock", T0 + 20 * HOUR))], now_ms=None
+    )
+    first, second = (f.fields for f in out.facts if f.pattern == "cart_stall")
+    assert first["views_24h"] == 2
+    assert (first["prior_interventions"], second["prior_interventions"]) == (0, 1)
