@@ -43,6 +43,19 @@ def settings_options(*names: str) -> Callable[[F], F]:
     return decorate
 
 
+def env_option(flag: str, envvar: str, default: Any, help: str, **kwargs: Any) -> Any:
+    """A ``--flag`` backed by an environment variable, both shown in --help."""
+    return click.option(
+        flag,
+        default=default,
+        envvar=envvar,
+        show_envvar=True,
+        show_default=default is not None,
+        help=help,
+        **kwargs,
+    )
+
+
 def make_settings(values: dict[str, Any]) -> Settings:
     """Settings from the given flag values (None means: from env or default)."""
     given = {k: v for k, v in values.items() if v is not None}
@@ -86,30 +99,15 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--port",
-    type=int,
-    default=9092,
-    envvar="GOLDENFLOW_BROKER_PORT",
-    show_envvar=True,
-    show_default=True,
-    help="port to listen on (0: pick a free one)",
+@env_option(
+    "--port", "GOLDENFLOW_BROKER_PORT", 9092, "port to listen on (0: pick a free one)", type=int
 )
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    envvar="GOLDENFLOW_BROKER_HOST",
-    show_envvar=True,
-    show_default=True,
-    help="address to listen on",
-)
-@click.option(
+@env_option("--host", "GOLDENFLOW_BROKER_HOST", "127.0.0.1", "address to listen on")
+@env_option(
     "--storage",
-    default="memory://tansu/",
-    envvar="GOLDENFLOW_BROKER_STORAGE",
-    show_envvar=True,
-    show_default=True,
-    help="storage engine (memory:// or s3://)",
+    "GOLDENFLOW_BROKER_STORAGE",
+    "memory://tansu/",
+    "storage engine (memory:// or s3://)",
 )
 def broker(port: int, host: str, storage: str) -> None:
     """Run the embedded Kafka-protocol broker (for the demo and tests) until Ctrl-C."""
@@ -150,58 +148,37 @@ def worker(**values: Any) -> None:
 
 
 @main.command()
-@click.option(
+@env_option(
     "--duration",
+    "GOLDENFLOW_DEMO_DURATION",
+    None,
+    "stop after this many seconds (default: until Ctrl-C)",
     type=float,
-    default=None,
-    envvar="GOLDENFLOW_DEMO_DURATION",
-    show_envvar=True,
-    help="stop after this many seconds (default: until Ctrl-C)",
 )
-@click.option(
+@env_option(
     "--speed",
+    "GOLDENFLOW_DEMO_SPEED",
+    60.0,
+    "event time runs this many times faster than the wall clock",
     type=float,
-    default=60.0,
-    envvar="GOLDENFLOW_DEMO_SPEED",
-    show_envvar=True,
-    show_default=True,
-    help="event time runs this many times faster than the wall clock",
 )
-@click.option(
-    "--rate",
-    type=float,
-    default=40.0,
-    envvar="GOLDENFLOW_DEMO_RATE",
-    show_envvar=True,
-    show_default=True,
-    help="new shoppers per wall-clock second",
+@env_option(
+    "--rate", "GOLDENFLOW_DEMO_RATE", 40.0, "new shoppers per wall-clock second", type=float
 )
-@click.option(
-    "--seed",
-    type=int,
-    default=7,
-    envvar="GOLDENFLOW_DEMO_SEED",
-    show_envvar=True,
-    show_default=True,
-    help="traffic random seed",
-)
-@click.option(
+@env_option("--seed", "GOLDENFLOW_DEMO_SEED", 7, "traffic random seed", type=int)
+@env_option(
     "--rules-dir",
+    "GOLDENFLOW_RULES_DIR",
+    Path("rules"),
+    "folder of rule files",
     type=click.Path(path_type=Path),
-    default=Path("rules"),
-    envvar="GOLDENFLOW_RULES_DIR",
-    show_envvar=True,
-    show_default=True,
-    help="folder of rule files",
 )
-@click.option(
+@env_option(
     "--workdir",
+    "GOLDENFLOW_DEMO_WORKDIR",
+    Path(".demo"),
+    "where logs of the broker and worker go",
     type=click.Path(path_type=Path),
-    default=Path(".demo"),
-    envvar="GOLDENFLOW_DEMO_WORKDIR",
-    show_envvar=True,
-    show_default=True,
-    help="where logs of the broker and worker go",
 )
 def demo(
     duration: float | None, speed: float, rate: float, seed: int, rules_dir: Path, workdir: Path
@@ -280,14 +257,12 @@ def rules_test(path: Path) -> None:
 
 @rules.command("explain")
 @click.argument("fact_file", type=click.File("rb"))
-@click.option(
+@env_option(
     "--rules-dir",
+    "GOLDENFLOW_RULES_DIR",
+    Path("rules"),
+    "folder of rule files",
     type=click.Path(path_type=Path),
-    default=Path("rules"),
-    envvar="GOLDENFLOW_RULES_DIR",
-    show_envvar=True,
-    show_default=True,
-    help="folder of rule files",
 )
 def rules_explain(fact_file: Any, rules_dir: Path) -> None:
     """Print the decision for a fact (a JSON object with a pattern field) and why."""
@@ -334,50 +309,24 @@ def bench() -> None:
 
 
 @bench.command("memory")
-@click.option(
-    "--events",
-    type=int,
-    default=1_000_000,
-    show_default=True,
-    envvar="GOLDENFLOW_BENCH_EVENTS",
-    show_envvar=True,
-    help="events to send",
+@env_option("--events", "GOLDENFLOW_BENCH_EVENTS", 1_000_000, "events to send", type=int)
+@env_option("--shoppers", "GOLDENFLOW_BENCH_SHOPPERS", 100_000, "distinct shoppers", type=int)
+@env_option(
+    "--first", "GOLDENFLOW_BENCH_FIRST", 200_000, "also sample RSS after this many events", type=int
 )
-@click.option(
-    "--shoppers",
-    type=int,
-    default=100_000,
-    show_default=True,
-    envvar="GOLDENFLOW_BENCH_SHOPPERS",
-    show_envvar=True,
-    help="distinct shoppers",
-)
-@click.option(
-    "--first",
-    type=int,
-    default=200_000,
-    show_default=True,
-    envvar="GOLDENFLOW_BENCH_FIRST",
-    show_envvar=True,
-    help="also sample RSS after this many events",
-)
-@click.option(
+@env_option(
     "--out",
+    "GOLDENFLOW_BENCH_OUT",
+    Path("bench-memory.json"),
+    "JSON result file",
     type=click.Path(path_type=Path),
-    default=Path("bench-memory.json"),
-    envvar="GOLDENFLOW_BENCH_OUT",
-    show_envvar=True,
-    show_default=True,
-    help="JSON result file",
 )
-@click.option(
+@env_option(
     "--workdir",
+    "GOLDENFLOW_BENCH_WORKDIR",
+    Path(".bench"),
+    "logs of the broker and worker",
     type=click.Path(path_type=Path),
-    default=Path(".bench"),
-    envvar="GOLDENFLOW_BENCH_WORKDIR",
-    show_envvar=True,
-    show_default=True,
-    help="logs of the broker and worker",
 )
 def bench_memory(events: int, shoppers: int, first: int, out: Path, workdir: Path) -> None:
     """Worker RSS after --first and after --events events (30 days of traffic, 7-day expiry)."""
