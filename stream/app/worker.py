@@ -121,6 +121,7 @@ class Pipeline:
         self.changelog = changelog_topic(settings)
         self._redeliver: list[dict[str, Any]] = []
         self.last_offset: dict[TP, int] = {}  # last offset processed per input partition
+        self.ready = False  # set once the first assignment's state is recovered
         self.dlq = settings.topic("dlq")
         metrics.ruleset_info.labels(rulebook.version).set(1)
         self._rules_seen = rules_fingerprint(settings.rules_dir)
@@ -399,6 +400,7 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic in inputs}
         async with pipeline.lock:
             pipeline.assign(assigned)
+            pipeline.ready = True
         await pipeline.tick()  # publishes any command a crash left in an outbox
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -416,6 +418,12 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
                 "partitions": sorted(pipeline.cores),
             }
         )
+
+    @app.page("/ready")
+    async def ready(self: Any, request: Any) -> Any:
+        """Readiness: joined the group and recovered its partitions' state at least once."""
+        body = {"ready": pipeline.ready, "partitions": sorted(pipeline.cores)}
+        return web.json_response(body, status=200 if pipeline.ready else 503)
 
     app.goldenflow_pipeline = pipeline  # type: ignore[attr-defined]
     return app

@@ -127,9 +127,13 @@ def test_worker_deployment_has_health_probes_resources_and_config() -> None:
     config = k8s("ConfigMap", "goldenflow-config")["data"]
     assert ports["web"] == int(config["GOLDENFLOW_WEB_PORT"])
     assert config["GOLDENFLOW_WEB_HOST"] == "0.0.0.0"
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+    for probe, path in (
+        ("livenessProbe", "/health"),
+        ("readinessProbe", "/ready"),
+        ("startupProbe", "/health"),
+    ):
         get = container[probe]["httpGet"]
-        assert get["path"] == "/health", probe
+        assert get["path"] == path, probe
         assert get["port"] in ("web", ports["web"]), probe
     resources = container["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"])

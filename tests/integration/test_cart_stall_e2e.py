@@ -97,6 +97,7 @@ def test_cart_stall_commands_dead_letters_and_progress(settings: Settings, worke
 
     assert worker.running
     assert orjson.loads(worker.get("/health"))["status"] == "ok"
+    assert orjson.loads(worker.get("/ready")) == {"ready": True, "partitions": list(range(8))}
     assert worker.metric("goldenflow_dead_letters_total") == 100
     assert worker.metric("goldenflow_commands_emitted_total") == 1001
     assert worker.stop() == 0
