@@ -25,6 +25,10 @@ from stream.errors import GoldenflowError
 
 Literal = str | int | float | bool | None
 
+#: Numbers a condition may use: 0, or a magnitude in [SMALLEST_NUMBER, LARGEST_NUMBER).
+#: (The rules engine reads no exponent notation; see stream/decide/matcher.py.)
+SMALLEST_NUMBER = 0.001
+LARGEST_NUMBER = 1e15
 MAX_LENGTH = 4_000
 MAX_DEPTH = 32
 KEYWORDS = {"and", "or", "not", "in", "between", "exists", "true", "false", "null"}
@@ -286,10 +290,10 @@ class _Parser:
         tok = self.take()
         if tok.kind == "number":
             value = float(tok.text) if "." in tok.text else int(tok.text)
-            if abs(value) >= 1e15 or "e" in repr(value):
+            if not number_in_range(value):
                 raise ExpressionError(
-                    f"number {tok.text} is out of range; write a plain decimal below 10^15 "
-                    "with at most 4 leading zeros after the point",
+                    f"number {tok.text} is out of range; use 0 or a size from "
+                    f"{SMALLEST_NUMBER} to below 10^15",
                     tok.column,
                 )
             return value
@@ -304,6 +308,10 @@ class _Parser:
             " (compare a field with a value, not with another field)" if tok.kind == "name" else ""
         )
         raise ExpressionError(f"expected a value, found {got!r}{hint}", tok.column)
+
+
+def number_in_range(value: float) -> bool:
+    return value == 0 or SMALLEST_NUMBER <= abs(value) < LARGEST_NUMBER
 
 
 def _unquote(text: str) -> str:

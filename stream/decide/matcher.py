@@ -27,6 +27,7 @@ import durable_rules_engine
 from durable.engine import Host
 
 from stream.decide.expressions import (
+    SMALLEST_NUMBER,
     And,
     Between,
     Compare,
@@ -38,6 +39,7 @@ from stream.decide.expressions import (
     Not,
     Or,
     kind_of,
+    number_in_range,
 )
 from stream.errors import GoldenflowError
 
@@ -107,6 +109,8 @@ class _Compiler:
     def _atom(self, field: str, op: str, value: Literal) -> dict[str, Any]:
         """field op value, given the field holds a value of value's kind."""
         kind = kind_of(value)
+        if kind == "number":
+            _check_number(value)  # type: ignore[arg-type]
         name = _value_name(field, kind)
         if op == "==":
             return {name: value}
@@ -155,6 +159,8 @@ class _Compiler:
         return {"$and" if negate else "$or": terms}
 
     def _between(self, node: Between, negate: bool) -> dict[str, Any]:
+        _check_number(node.low)
+        _check_number(node.high)
         self._kind(node.field, "number")
         name = _value_name(node.field, "number")
         if not negate:
@@ -164,10 +170,27 @@ class _Compiler:
         return self._absent_or(node.field, "number", outside)
 
 
+class _UnsupportedNumber(ValueError):
+    pass
+
+
+def _check_number(value: float) -> None:
+    if not number_in_range(value):
+        raise _UnsupportedNumber(f"{value!r} is outside the numbers the engine reads")
+
+
+#: What a fact value of magnitude in (0, SMALLEST_NUMBER) is posted as: it orders the
+#: same against every number a condition may hold, and has no exponent notation.
+_TINY = SMALLEST_NUMBER / 2
+
+
 def _plain(value: Any) -> Any:
-    """The engine reads no exponent notation: tiny floats become 0, huge ones integers."""
+    """A fact value the engine can read (it reads no exponent notation), comparing with
+    every allowed condition number exactly as the value itself does."""
     if isinstance(value, float) and "e" in repr(value):
-        return 0.0 if abs(value) < 1 else int(value)
+        if abs(value) < 1:
+            return _TINY if value > 0 else -_TINY
+        return int(value)
     return value
 
 
@@ -186,7 +209,11 @@ def _culprits(conditions: Mapping[str, Node]) -> list[str]:
     """The rules whose condition the engine refuses on its own."""
     bad = []
     for rule_id, node in conditions.items():
-        probe = {"r": {"all": [{"m": _Compiler().compile(node)}]}}
+        try:
+            probe = {"r": {"all": [{"m": _Compiler().compile(node)}]}}
+        except _UnsupportedNumber:
+            bad.append(rule_id)
+            continue
         try:
             handle = durable_rules_engine.create_ruleset(
                 f"goldenflow_probe_{next(_names)}", json.dumps(probe)
@@ -206,11 +233,14 @@ class RuleMatcher:
         self._ids = list(conditions)
         self._hits: list[int] = []
         definition: dict[str, Any] = {}
-        for index, rule_id in enumerate(self._ids):
-            definition[f"r{index}"] = {
-                "all": [{"m": compiler.compile(conditions[rule_id])}],
-                "run": self._action(index),
-            }
+        try:
+            for index, rule_id in enumerate(self._ids):
+                definition[f"r{index}"] = {
+                    "all": [{"m": compiler.compile(conditions[rule_id])}],
+                    "run": self._action(index),
+                }
+        except _UnsupportedNumber as exc:
+            raise RuleEngineError(_culprits(conditions), str(exc)) from None
         # A rule that always matches: with no match the engine raises, leaves no session
         # state, and deleting that state crashes it. With this, every fact is handled.
         definition["always"] = {"all": [{"m": {ALWAYS: 1}}], "run": self._action(-1)}

@@ -90,6 +90,8 @@ def test_fields_read_in_order_of_first_use() -> None:
         ("intent between 0.9 and 0.1", 8, "low end is above the high"),
         ("segment not 'x'", 13, "expected 'in'"),
         ("", 1, "empty condition"),
+        ("intent > 0.0001", 10, "out of range"),
+        ("amount < 1000000000000000", 10, "out of range"),
         ("segment == 'vip' extra", 18, "unexpected 'extra'"),
     ],
 )

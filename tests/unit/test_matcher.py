@@ -7,7 +7,7 @@ import resource
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from stream.decide.expressions import (
@@ -74,6 +74,11 @@ facts = st.fixed_dictionaries({}, optional={f: ANY_VALUE | s for f, s in FIELDS.
 
 
 @settings(max_examples=150, deadline=None)
+@example([In("amount", (0,))], [{"amount": 3.05e-100}, {"amount": -1e-7}, {"amount": 2e20}])
+@example(
+    [Compare("amount", ">", 0), Compare("amount", "<", 4.5)],
+    [{"amount": 1e-300}, {"amount": -1e-300}],
+)
 @given(st.lists(conditions, min_size=1, max_size=6), st.lists(facts, min_size=1, max_size=8))
 def test_durable_rules_matches_exactly_what_the_reference_semantics_say(
     conds: list[Node], examples: list[dict[str, Any]]
