@@ -56,6 +56,15 @@ def env_option(flag: str, envvar: str, default: Any, help: str, **kwargs: Any) -
     )
 
 
+RULES_DIR_OPTION = env_option(
+    "--rules-dir",
+    "GOLDENFLOW_RULES_DIR",
+    Path("rules"),
+    "folder of rule files",
+    type=click.Path(path_type=Path),
+)
+
+
 def make_settings(values: dict[str, Any]) -> Settings:
     """Settings from the given flag values (None means: from env or default)."""
     given = {k: v for k, v in values.items() if v is not None}
@@ -166,13 +175,7 @@ def worker(**values: Any) -> None:
     "--rate", "GOLDENFLOW_DEMO_RATE", 40.0, "new shoppers per wall-clock second", type=float
 )
 @env_option("--seed", "GOLDENFLOW_DEMO_SEED", 7, "traffic random seed", type=int)
-@env_option(
-    "--rules-dir",
-    "GOLDENFLOW_RULES_DIR",
-    Path("rules"),
-    "folder of rule files",
-    type=click.Path(path_type=Path),
-)
+@RULES_DIR_OPTION
 @env_option(
     "--workdir",
     "GOLDENFLOW_DEMO_WORKDIR",
@@ -257,13 +260,7 @@ def rules_test(path: Path) -> None:
 
 @rules.command("explain")
 @click.argument("fact_file", type=click.File("rb"))
-@env_option(
-    "--rules-dir",
-    "GOLDENFLOW_RULES_DIR",
-    Path("rules"),
-    "folder of rule files",
-    type=click.Path(path_type=Path),
-)
+@RULES_DIR_OPTION
 def rules_explain(fact_file: Any, rules_dir: Path) -> None:
     """Print the decision for a fact (a JSON object with a pattern field) and why."""
     import orjson

@@ -17,7 +17,6 @@ from stream.domain.timeutil import MINUTE
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "rules"
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
-KIND = TYPE_KIND
 
 
 class EventMaker:
@@ -53,7 +52,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, every: floa
 def rec(event: dict[str, Any] | bytes, kind: str | None = None) -> Record:
     if isinstance(event, bytes):
         return Record(kind or "cart", event)
-    return Record(kind or KIND[event["type"]], orjson.dumps(event))
+    return Record(kind or TYPE_KIND[event["type"]], orjson.dumps(event))
 
 
 def core(config: CoreConfig | None = None, rules: Path = RULES) -> PartitionCore:

@@ -291,7 +291,10 @@ class Pipeline:
         self.metrics.record_step(out, TYPE_KIND)
         if out.duplicates:
             self.metrics.duplicate_events.inc(out.duplicates)
-        for fact in out.facts:
+        # one decision per fact, in order: latencies count only facts that became commands
+        for fact, (_, _, result) in zip(out.facts, out.decisions, strict=True):
+            if result != "emitted":
+                continue
             self.metrics.event_to_command.observe(max(0.0, (published - fact.at_ms) / 1000))
             if fact.received_ms is not None:
                 if fact.pattern == "cancel_request":

@@ -10,19 +10,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
 
 from stream.decide.decider import INTENT_FEATURES, IntentModel, RulesDecider
 from stream.decide.matcher import RuleEngineError
 from stream.decide.rulesets import RULES_GLOB, load_rulesets
 from stream.decide.schema import CategoryGraphFile, IntentFile, TimingFile
-from stream.decide.yamlfile import YamlDoc, load_yaml
+from stream.decide.yamlfile import load_model
 from stream.domain.timing import Timing
 from stream.errors import RuleFileError, RuleProblem
-
-M = TypeVar("M", bound=BaseModel)
 
 TIMING_FILE = "timing.yaml"
 INTENT_FILE = "intent.yaml"
@@ -46,10 +41,10 @@ def rule_files(rules_dir: Path) -> list[Path]:
 def rules_fingerprint(rules_dir: Path) -> str:
     """A cheap hash of everything in the rules folder that could change the rule book."""
     digest = hashlib.sha256()
-    for path in [*rule_files(rules_dir), *sorted(rules_dir.glob("*.yaml"))]:
+    for path in sorted(rules_dir.glob("*.yaml")):
         try:
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
-        except OSError:
+        except OSError:  # removed between the listing and the read: the next look sees it
             digest.update(path.name.encode() + b"\0missing")
     return digest.hexdigest()
 
@@ -61,9 +56,9 @@ def load_rulebook(rules_dir: Path) -> RuleBook:
         raise RuleFileError(
             [RuleProblem(str(rules_dir), 1, "rules folder not found; set GOLDENFLOW_RULES_DIR")]
         )
-    timing = _load_model(rules_dir / TIMING_FILE, TimingFile, problems)
-    graph = _load_model(rules_dir / GRAPH_FILE, CategoryGraphFile, problems)
-    intent = _load_model(rules_dir / INTENT_FILE, IntentFile, problems)
+    timing, _ = load_model(rules_dir / TIMING_FILE, TimingFile, problems)
+    graph, _ = load_model(rules_dir / GRAPH_FILE, CategoryGraphFile, problems)
+    intent, _ = load_model(rules_dir / INTENT_FILE, IntentFile, problems)
     if intent is not None:
         for name in intent.weights:
             if name not in INTENT_FEATURES:
@@ -105,44 +100,6 @@ def load_rulebook(rules_dir: Path) -> RuleBook:
         version=version,
         files=tuple(str(f) for f in files),
     )
-
-
-def _load_model(path: Path, model: type[M], problems: list[RuleProblem]) -> M | None:
-    if not path.is_file():
-        problems.append(RuleProblem(str(path), 1, f"missing rule file {path.name}"))
-        return None
-    try:
-        doc = load_yaml(path)
-    except RuleFileError as exc:
-        problems.extend(exc.problems)
-        return None
-    try:
-        return model.model_validate(doc.data)
-    except ValidationError as exc:
-        problems.extend(_problems(doc, exc))
-        return None
-
-
-def _problems(doc: YamlDoc, exc: ValidationError) -> list[RuleProblem]:
-    out = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        where = ".".join(str(p) for p in loc) or "(top level)"
-        message = _message(err)
-        out.append(doc.problem(loc, f"{where}: {message}"))
-    return out
-
-
-def _message(err: Any) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown field; check the spelling against rules/README.md"
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "literal_error":
-        return f"{err['msg']}; got {err.get('input')!r}"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return msg
 
 
 def _version(files: list[Path]) -> str:

@@ -35,7 +35,7 @@ from stream.decide.expressions import (
 )
 from stream.decide.fields import FIELDS
 from stream.decide.schema import Rule, RulesetFile
-from stream.decide.yamlfile import YamlDoc, parse_yaml
+from stream.decide.yamlfile import YamlDoc, parse_yaml, validation_problems
 from stream.errors import RuleFileError, RuleProblem
 
 RULES_GLOB = "*.rules.yaml"
@@ -66,7 +66,7 @@ def _load_file(path: Path, problems: list[RuleProblem]) -> list[LoadedRule]:
     try:
         model = RulesetFile.model_validate(doc.data)
     except ValidationError as exc:
-        problems.extend(_pydantic_problems(doc, exc, ()))
+        problems.extend(validation_problems(doc, exc))
         # still check the conditions of the rules that are well-formed
         return _salvage(doc, problems)
     return [
@@ -115,7 +115,7 @@ def _load_by_rule(
         try:
             Rule.model_validate(doc.data[0])
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(shifted, exc, (0,)))
+            problems.extend(validation_problems(shifted, exc, (0,)))
         when = doc.data[0].get("when")
         if isinstance(when, str):
             _condition(when, shifted, (0, "when"), problems)
@@ -233,23 +233,3 @@ def _check_shadowed(rules: list[LoadedRule], problems: list[RuleProblem]) -> Non
                     )
                 )
                 break
-
-
-def _pydantic_problems(
-    doc: YamlDoc, exc: ValidationError, prefix: tuple[Any, ...]
-) -> list[RuleProblem]:
-    out = []
-    for err in exc.errors():
-        loc = (*prefix, *err["loc"])
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            message = "unknown field; check the spelling against rules/README.md"
-        elif kind == "missing":
-            message = "required field is missing"
-        elif kind == "literal_error":
-            message = f"{err['msg']}; got {err.get('input')!r}"
-        else:
-            message = str(err["msg"]).removeprefix("Value error, ")
-        out.append(doc.problem(loc, f"{where}: {message}"))
-    return out

@@ -6,12 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from stream.decide.rulebook import RuleBook
-from stream.decide.rulesets import _pydantic_problems
 from stream.decide.schema import RuleTestFile
-from stream.decide.yamlfile import load_yaml
+from stream.decide.yamlfile import load_model
 from stream.domain.facts import Decision, Fact
 from stream.errors import RuleFileError, RuleProblem
 
@@ -42,15 +39,8 @@ def run_tests(rulebook: RuleBook, rules_dir: Path) -> list[CaseResult]:
     results: list[CaseResult] = []
     problems: list[RuleProblem] = []
     for path in sorted(rules_dir.glob(TESTS_GLOB)):
-        try:
-            doc = load_yaml(path)
-        except RuleFileError as exc:
-            problems.extend(exc.problems)
-            continue
-        try:
-            model = RuleTestFile.model_validate(doc.data)
-        except ValidationError as exc:
-            problems.extend(_pydantic_problems(doc, exc, ()))
+        model, doc = load_model(path, RuleTestFile, problems)
+        if model is None or doc is None:
             continue
         for i, case in enumerate(model.cases):
             decision = rulebook.decider.decide(fact_from(case.fact))

@@ -9,13 +9,15 @@ Only the safe loader is used: no tags that construct Python objects.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from stream.errors import RuleFileError, RuleProblem
 
 Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 
 class YamlDoc:
@@ -105,3 +107,40 @@ def _walk(
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _walk(item, (*loc, i), lines, problems, name)
+
+
+def load_model(
+    path: Path, model: type[M], problems: list[RuleProblem]
+) -> tuple[M | None, YamlDoc | None]:
+    """Load a YAML file and validate it; problems are appended as file:line, never raised."""
+    if not path.is_file():
+        problems.append(RuleProblem(str(path), 1, f"missing rule file {path.name}"))
+        return None, None
+    try:
+        doc = load_yaml(path)
+    except RuleFileError as exc:
+        problems.extend(exc.problems)
+        return None, None
+    try:
+        return model.model_validate(doc.data), doc
+    except ValidationError as exc:
+        problems.extend(validation_problems(doc, exc))
+        return None, doc
+
+
+def validation_problems(doc: YamlDoc, exc: ValidationError, prefix: Loc = ()) -> list[RuleProblem]:
+    """Schema errors as file:line problems; ``prefix`` locates a part parsed on its own."""
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            message = "unknown field; check the spelling against rules/README.md"
+        elif kind == "missing":
+            message = "required field is missing"
+        elif kind == "literal_error":
+            message = f"{err['msg']}; got {err.get('input')!r}"
+        else:
+            message = str(err["msg"]).removeprefix("Value error, ")
+        out.append(doc.problem((*prefix, *err["loc"]), f"{where}: {message}"))
+    return out

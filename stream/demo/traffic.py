@@ -41,8 +41,6 @@ CATEGORIES = (
     Category("books", (5, 60), (0.10, 0.35, 0.20, 0.35)),
 )
 
-KIND = TYPE_KIND
-
 FAILURE_REASONS = ("insufficient_funds", "card_declined", "bank_timeout")
 
 
@@ -73,7 +71,7 @@ class ShopperSim:
             "ts": format_ts(ts),
         }
         body.update(fields)
-        self._push(ts, KIND[type_], body)
+        self._push(ts, TYPE_KIND[type_], body)
 
     def _dwell(self, category: str) -> int:
         key = category

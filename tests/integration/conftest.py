@@ -96,21 +96,25 @@ class Worker:
         return self.proc.returncode
 
 
-@pytest.fixture
-def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
-    """Settings with topics of their own, so tests sharing the broker never collide."""
+def isolated_settings(broker: EmbeddedBroker, **overrides: Any) -> Settings:
+    """Settings with topics of their own (created), so tests sharing the broker never collide."""
     name = "t" + uuid.uuid4().hex[:10]
-    s = Settings(
-        broker_url=broker.url,
-        profile="embedded",
-        app_id=name,
-        topic_prefix=name,
-        rules_dir=RULES,
-        web_port=free_port(),
-        data_dir=tmp_path / "data",
-    )
+    values: dict[str, Any] = {
+        "broker_url": broker.url,
+        "profile": "embedded",
+        "app_id": name,
+        "topic_prefix": name,
+        "rules_dir": RULES,
+        "web_port": free_port(),
+    }
+    s = Settings(**{**values, **overrides})
     asyncio.run(ensure_topics(s))
     return s
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    return isolated_settings(broker, data_dir=tmp_path / "data")
 
 
 @pytest.fixture

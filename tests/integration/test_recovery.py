@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
-from stream.app.topics import changelog_topic, ensure_topics
+from stream.app.topics import changelog_topic
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings
 from stream.decide.rulebook import load_rulebook
@@ -29,7 +29,7 @@ from stream.domain.engine import CoreConfig, PartitionCore, Record
 from stream.domain.journey import event_key
 from stream.domain.timeutil import DAY, HOUR, MINUTE, SECOND, format_ts, parse_ts
 from tests.helpers import RULES, wait_until
-from tests.integration.conftest import Worker, as_json, consume, produce
+from tests.integration.conftest import Worker, as_json, consume, isolated_settings, produce
 
 pytestmark = pytest.mark.integration
 
@@ -107,17 +107,7 @@ def fleet(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..., list
     started: list[Worker] = []
 
     def make(count: int, **overrides: Any) -> list[Worker]:
-        name = "r" + str(time.monotonic_ns())[-9:]
-        base = Settings(
-            broker_url=broker.url,
-            profile="embedded",
-            app_id=name,
-            topic_prefix=name,
-            rules_dir=RULES,
-            partitions=PARTITIONS,
-            **overrides,
-        )
-        asyncio.run(ensure_topics(base))
+        base = isolated_settings(broker, partitions=PARTITIONS, **overrides)
         workers = []
         for i in range(count):
             s = base.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"w{i}"})
