@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -205,6 +205,64 @@ def demo(
     sys.exit(code)
 
 
+@main.command()
+@click.argument("source", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of tables")
+@env_option(
+    "--pattern",
+    "GOLDENFLOW_REPORT_PATTERN",
+    None,
+    "only decisions of this pattern (repeat for more)",
+    multiple=True,
+)
+@env_option(
+    "--by",
+    "GOLDENFLOW_REPORT_BY",
+    "rule",
+    "one row per pattern and rule, or per pattern",
+    type=click.Choice(["rule", "pattern"]),
+)
+@env_option(
+    "--timeout",
+    "GOLDENFLOW_REPORT_TIMEOUT",
+    30.0,
+    "give up when Kafka sends nothing for this many seconds",
+    type=float,
+)
+@settings_options(*KAFKA, "topic_prefix")
+def report(
+    source: Path | None,
+    as_json: bool,
+    pattern: tuple[str, ...],
+    by: Literal["rule", "pattern"],
+    timeout: float,
+    **values: Any,
+) -> None:
+    """Print decisions and uplift per pattern and rule from the outcomes records.
+
+    SOURCE is a JSON-lines file of outcomes records (.gz allowed). Without it the
+    <topic-prefix>.outcomes topic is read from its start up to its end at start.
+    """
+    import orjson
+
+    from stream.report.outcomes import read_file, read_topic
+    from stream.report.render import print_text, report_document
+    from stream.report.uplift import build_report
+
+    try:
+        if source is not None:
+            outcomes = read_file(source)
+        else:
+            outcomes = read_topic(make_settings(values), idle_timeout=timeout)
+        result = build_report(outcomes, by=by, patterns=pattern)
+    except GoldenflowError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(orjson.dumps(report_document(result), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print_text(result)
+
+
 RULES_PATH = click.argument(
     "path", type=click.Path(path_type=Path), default=Path("rules"), envvar="GOLDENFLOW_RULES_DIR"
 )
@@ -298,6 +356,59 @@ def rules_explain(fact_file: Any, rules_dir: Path) -> None:
             option=orjson.OPT_INDENT_2,
         ).decode()
     )
+
+
+@main.group("import")
+def import_cmd() -> None:
+    """Convert public shop datasets into an events file (docs/importers.md)."""
+
+
+IMPORT_SOURCES = click.argument(
+    "src", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+)
+IMPORT_OUT = click.option(
+    "--out",
+    required=True,
+    envvar="GOLDENFLOW_IMPORT_OUT",
+    show_envvar=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="events file to write: JSON lines, gzip-compressed if it ends in .gz",
+)
+
+
+def run_import(dataset: str, src: tuple[Path, ...], out: Path) -> None:
+    from stream.importers import run_import as convert
+
+    try:
+        stats = convert(dataset, list(src), out)
+    except GoldenflowError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(stats.summary())
+    click.echo(f"wrote {out}")
+
+
+@import_cmd.command("rees46")
+@IMPORT_SOURCES
+@IMPORT_OUT
+def import_rees46(src: tuple[Path, ...], out: Path) -> None:
+    """REES46 e-commerce behaviour CSV files (or folders of them), e.g. 2019-Oct.csv."""
+    run_import("rees46", src, out)
+
+
+@import_cmd.command("taobao")
+@IMPORT_SOURCES
+@IMPORT_OUT
+def import_taobao(src: tuple[Path, ...], out: Path) -> None:
+    """Taobao UserBehavior CSV files (or folders of them), sorted by user then time."""
+    run_import("taobao", src, out)
+
+
+@import_cmd.command("olist")
+@IMPORT_SOURCES
+@IMPORT_OUT
+def import_olist(src: tuple[Path, ...], out: Path) -> None:
+    """Olist tables (orders, payments, order items; products, categories, customers)."""
+    run_import("olist", src, out)
 
 
 @main.group()

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 from stream.decide.rulebook import load_rulebook
 from stream.domain.engine import CoreConfig, PartitionCore, Record
 from stream.domain.events import TYPE_KIND
+from stream.domain.guardrails import Guardrails
 from stream.domain.timeutil import MINUTE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,6 +58,36 @@ def rec(event: dict[str, Any] | bytes, kind: str | None = None) -> Record:
     return Record(kind or TYPE_KIND[event["type"]], orjson.dumps(event))
 
 
-def core(config: CoreConfig | None = None, rules: Path = RULES) -> PartitionCore:
+def core(
+    config: CoreConfig | None = None, rules: Path = RULES, guardrails: Guardrails | None = None
+) -> PartitionCore:
+    """A core on the shipped rules; guardrails off unless given (detection tests count
+    every command)."""
     book = load_rulebook(rules)
-    return PartitionCore(0, book.timing, book.decider, config or CoreConfig(lateness_ms=MINUTE))
+    return PartitionCore(
+        0,
+        book.timing,
+        book.decider,
+        config or CoreConfig(lateness_ms=MINUTE),
+        guardrails=guardrails or Guardrails.off(),
+    )
+
+
+def rules_with_budgets(dest: Path, daily: float, *, order_free: bool = True) -> Path:
+    """A copy of the shipped rules whose every budget is ``daily`` per unit.
+
+    With a large budget and ``order_free``, every guardrail left depends on event time
+    alone: runs whose batching and timing differ decide exactly alike. (Caps and
+    stacking across an immediate pattern, decided on arrival, and a deadline the
+    watermark has not passed yet depend on arrival order; see docs/guardrails.md.)"""
+    shutil.copytree(RULES, dest)
+    guard = dest / "guardrails.yaml"
+    data = yaml.safe_load(guard.read_text())
+    for bucket in data["budgets"]["buckets"].values():
+        for unit in bucket:
+            bucket[unit] = daily
+    if order_free:
+        data["caps"] = []
+        data["stacking"]["enabled"] = False
+    guard.write_text(yaml.safe_dump(data))
+    return dest

@@ -15,6 +15,10 @@ from stream.domain.engine import StepOutput
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
+#: decision results that are not suppressions
+NOT_SUPPRESSED = frozenset({"emitted", "deferred", "no_rule"})
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -152,8 +156,15 @@ class Metrics:
             self.patterns.labels(fact.pattern).inc()
         for pattern, rule, result in out.decisions:
             self.decisions.labels(pattern, rule or "none", result).inc()
-            if result in ("shadow", "disabled"):
+            if result not in NOT_SUPPRESSED:
                 self.suppressions.labels(result).inc()
+        for rec in out.outcomes:
+            if rec["kind"] == "decision":
+                if rec["arm"] == "treatment" and rec["cost"] and rec["bucket"]:
+                    self.budget_spend.labels(rec["bucket"], rec["unit"]).inc(rec["cost"])
+            elif rec["result"] == "converted":
+                self.recovered_orders.labels(rec["pattern"], rec["arm"]).inc()
+                self.recovered_gmv.labels(rec["pattern"], rec["arm"]).inc(rec["gmv"])
         for cmd in out.commands:
             iv = cmd["intervention"]
             self.commands.labels(cmd["pattern"], iv["type"], iv["channel"]).inc()

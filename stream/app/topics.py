@@ -7,13 +7,19 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from stream.app.ledger import ledger_topic
 from stream.config import Settings
 
 log = logging.getLogger(__name__)
 
 
 def all_topics(settings: Settings) -> list[str]:
-    return [*settings.input_topics, *settings.output_topics, changelog_topic(settings)]
+    return [
+        *settings.input_topics,
+        *settings.output_topics,
+        changelog_topic(settings),
+        ledger_topic(settings),
+    ]
 
 
 def changelog_topic(settings: Settings) -> str:
@@ -43,7 +49,10 @@ async def ensure_topics(settings: Settings) -> list[str]:
                     [
                         NewTopic(
                             name=name,
-                            num_partitions=settings.partitions,
+                            # the budget ledger is one ordered log
+                            num_partitions=1
+                            if name == ledger_topic(settings)
+                            else settings.partitions,
                             replication_factor=settings.replication_factor,
                             topic_configs=cfg,
                         )

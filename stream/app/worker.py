@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -25,10 +26,12 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from stream.app.embedded import use_fetch_highwaters
+from stream.app.ledger import LedgerReader, claim_key, encode_claim, ledger_topic
 from stream.app.metrics import Metrics
 from stream.app.topics import changelog_topic
 from stream.config import Settings
 from stream.decide.rulebook import RuleBook, load_rulebook, rules_fingerprint
+from stream.domain.budget import Claim, LedgerFold, budget_day
 from stream.domain.engine import CoreConfig, DeadLetter, PartitionCore, Record, StepOutput
 from stream.domain.events import TYPE_KIND, encode
 from stream.errors import RuleFileError
@@ -115,16 +118,61 @@ class Pipeline:
             max_future_ms=settings.max_future_ms,
             horizon_ms=settings.horizon_ms,
             sources=tuple(settings.input_topics.values()),
+            partitions=settings.partitions,
+            origin=uuid.uuid4().hex[:12],
         )
         self.lock = asyncio.Lock()
         self.interventions = settings.topic("interventions")
         self.changelog = changelog_topic(settings)
-        self._redeliver: list[dict[str, Any]] = []
+        self._redeliver: list[tuple[str, dict[str, Any]]] = []
+        self.outcomes = settings.topic("outcomes")
+        self.ledger_topic = ledger_topic(settings)
+        self.guardrails = rulebook.guardrails
+        #: every claim read from the ledger (today's and yesterday's), in log order
+        self.claims: list[Claim] = []
+        self.ledger = self._fold(self.claims)
+        self._budget_day: int | None = None
         self.last_offset: dict[TP, int] = {}  # last offset processed per input partition
         self.ready = False  # set once the first assignment's state is recovered
         self.dlq = settings.topic("dlq")
         metrics.ruleset_info.labels(rulebook.version).set(1)
         self._rules_seen = rules_fingerprint(settings.rules_dir)
+
+    # -- budget ledger -----------------------------------------------------------------
+
+    def _fold(self, claims: list[Claim]) -> LedgerFold:
+        g = self.guardrails
+        fold = LedgerFold(g.buckets, self.settings.partitions, g.slice_share)
+        for claim in claims:
+            fold.apply(claim)
+        return fold
+
+    def on_claim(self, claim: Claim) -> None:
+        """A claim read back from the ledger: fold it; settle it if it is ours."""
+        if self.claims and claim.day < self.claims[-1].day - 1:
+            return  # a day that can no longer be spent
+        self.claims.append(claim)
+        self.ledger.apply(claim)
+        core = self.cores.get(claim.partition)
+        if core is not None:
+            core.budget.settled(claim)
+        self._export_budget()
+
+    def _export_budget(self, day: int | None = None) -> None:
+        """Remaining budget of the latest day seen: what this worker's partitions hold
+        plus what the pool can still grant (the pool is the same on every worker)."""
+        if day is not None:
+            self._budget_day = max(self._budget_day or day, day)
+        elif self.claims:
+            self._budget_day = max(self._budget_day or 0, self.claims[-1].day)
+        day = self._budget_day
+        if day is None:
+            return
+        for name, bucket in self.guardrails.buckets.items():
+            for unit in bucket.daily:
+                held = sum(c.budget.remaining(name, unit, day) for c in self.cores.values())
+                pool = self.ledger.pool(name, unit, day)
+                self.metrics.budget_remaining.labels(name, unit).set(held + pool)
 
     # -- partitions ------------------------------------------------------------------
 
@@ -155,6 +203,8 @@ class Pipeline:
                 self.rulebook.decider,
                 self.core_config,
                 now_ms=now,
+                guardrails=self.guardrails,
+                ledger=self.ledger,
             )
             watermark = self.table.data.get(watermark_key(partition))
             if watermark is not None:
@@ -195,9 +245,13 @@ class Pipeline:
         async with self.lock:
             old = self.rulebook.version
             self.rulebook = book
+            self.guardrails = book.guardrails
+            self.ledger = self._fold(self.claims)  # budgets may have changed
             for core in self.cores.values():
                 core.timing = book.timing
                 core.decider = book.decider
+                core.guardrails = book.guardrails
+                core.budget.ledger = self.ledger
             self.metrics.ruleset_info.clear()
             self.metrics.ruleset_info.labels(book.version).set(1)
         log.info("rules %s replaced %s (%d rules)", book.version, old, len(book.decider.rules))
@@ -278,17 +332,28 @@ class Pipeline:
         """Checkpoint, then publish, then mark delivered: the order that makes a redelivery
         after a crash an exact repeat (the outbox in each snapshot holds the commands)."""
         await self._checkpoint()
-        futures = [await self._send_command(cmd) for cmd in self._redeliver]
+        futures = [await self._send_record(code, rec) for code, rec in self._redeliver]
         self._redeliver.clear()
-        futures += [await self._send_command(cmd) for cmd in out.commands]
+        futures += [await self._send_record("i", cmd) for cmd in out.commands]
+        futures += [await self._send_record("o", rec) for rec in out.outcomes]
         for dl in out.dead_letters:
             futures.append(await self._send_dead_letter(dl))
+        for core in self.cores.values():
+            for claim in core.take_claims():
+                futures.append(
+                    await self.app.producer.send(
+                        self.ledger_topic, claim_key(claim), encode_claim(claim), 0, None, None
+                    )
+                )
         if futures:
             await asyncio.gather(*futures)
         for core in self.cores.values():
             core.delivered()
         published = wall_ms()
         self.metrics.record_step(out, TYPE_KIND)
+        if out.outcomes:
+            last = out.outcomes[-1]["at_ms"]
+            self._export_budget(budget_day(last, self.guardrails.default_timezone))
         if out.duplicates:
             self.metrics.duplicate_events.inc(out.duplicates)
         # one decision per fact, in order: latencies count only facts that became commands
@@ -318,9 +383,11 @@ class Pipeline:
                 first.reason,
             )
 
-    async def _send_command(self, cmd: dict[str, Any]) -> Any:
-        key = cmd["user_id"].encode()
-        return await self.app.producer.send(self.interventions, key, encode(cmd), None, None, None)
+    async def _send_record(self, code: str, record: dict[str, Any]) -> Any:
+        """A command ("i") to the interventions topic, or an outcome ("o") to outcomes."""
+        topic = self.interventions if code == "i" else self.outcomes
+        key = record["user_id"].encode()
+        return await self.app.producer.send(topic, key, encode(record), None, None, None)
 
     async def _send_dead_letter(self, dl: DeadLetter) -> Any:
         rec = dl.record
@@ -388,6 +455,10 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
     async def journeys(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=within):
             await pipeline.handle(events)
+
+    @app.task
+    async def read_ledger() -> None:
+        await LedgerReader(settings, pipeline.on_claim).run()
 
     @app.timer(interval=0.5)
     async def advance_idle() -> None:

@@ -47,6 +47,20 @@ class LoadedRule:
     owner: str
     path: str
     line: int
+    bucket: str | None = None
+    #: what one command commits: amount and unit (0 and None: free)
+    cost: float = 0.0
+    unit: str | None = None
+    ttl_ms: int | None = None
+    #: the ruleset's own holdout (share, salt), if it sets one
+    holdout: tuple[float, str] | None = None
+
+    @property
+    def cost_rank(self) -> tuple[int, float]:
+        """Least cost first: free (a reminder) before points, points before money."""
+        if self.cost <= 0:
+            return (0, 0.0)
+        return (1 if self.unit == "points" else 2, self.cost)
 
 
 @dataclass(frozen=True)
@@ -127,7 +141,9 @@ class RulesDecider:
         matched = matcher.match(values)
         if not matched:
             return None
-        ordered = sorted((self.rules[r] for r in matched), key=lambda r: (-r.priority, r.id))
+        ordered = sorted(
+            (self.rules[r] for r in matched), key=lambda r: (-r.priority, r.cost_rank, r.id)
+        )
         winner = ordered[0]
         mode = winner.mode if winner.enabled else "disabled"
         explanation = {
@@ -149,4 +165,9 @@ class RulesDecider:
             params=dict(winner.params),
             explanation=explanation,
             mode=mode,
+            ruleset=winner.ruleset,
+            bucket=winner.bucket,
+            cost=winner.cost,
+            unit=winner.unit,
+            ttl_ms=winner.ttl_ms,
         )

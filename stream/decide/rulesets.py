@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stream.decide.decider import LoadedRule
+from stream.decide.durations import parse_duration
 from stream.decide.expressions import (
     And,
     Between,
@@ -36,6 +37,7 @@ from stream.decide.expressions import (
 from stream.decide.fields import FIELDS
 from stream.decide.schema import Rule, RulesetFile
 from stream.decide.yamlfile import YamlDoc, parse_yaml, validation_problems
+from stream.domain.guardrails import intervention_cost
 from stream.errors import RuleFileError, RuleProblem
 
 RULES_GLOB = "*.rules.yaml"
@@ -128,6 +130,15 @@ def _checked(
     condition = _condition(spec.when, doc, (*loc, "when"), problems)
     if condition is None:
         return None
+    cost, unit = intervention_cost(spec.then.type, spec.then.params)
+    ttl = spec.then.params.get("ttl")
+    ttl_ms: int | None = None
+    if ttl is not None:
+        try:
+            ttl_ms = parse_duration(ttl)
+        except ValueError as exc:
+            problems.append(doc.problem((*loc, "then", "params", "ttl"), f"ttl: {exc}"))
+            return None
     return LoadedRule(
         id=spec.id,
         ruleset=model.ruleset,
@@ -143,6 +154,13 @@ def _checked(
         owner=spec.owner,
         path=doc.path,
         line=doc.line_of(loc),
+        bucket=spec.bucket or model.bucket,
+        cost=cost,
+        unit=unit,
+        ttl_ms=ttl_ms,
+        holdout=(model.holdout.share, model.holdout.salt or model.ruleset)
+        if model.holdout
+        else None,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -72,6 +73,14 @@ class Rule(Strict):
     then: Then
     enabled: bool = True
     mode: Literal["live", "shadow"] = "live"
+    bucket: str | None = Field(
+        None, description="budget bucket it draws from (guardrails.yaml); default: the ruleset's"
+    )
+
+
+class HoldoutSpec(Strict):
+    share: float = Field(ge=0, le=1, description="share of shoppers held out as control")
+    salt: str | None = Field(None, description="hash salt; default: the ruleset name")
 
 
 class RulesetFile(Strict):
@@ -80,6 +89,8 @@ class RulesetFile(Strict):
     ruleset: str = Field(min_length=1)
     pattern: str | None = Field(None, description="only facts of this pattern reach the rules")
     description: str = ""
+    bucket: str | None = Field(None, description="budget bucket of rules that name none")
+    holdout: HoldoutSpec | None = Field(None, description="overrides guardrails.yaml holdout")
     rules: list[Rule]
 
     @field_validator("pattern")
@@ -113,3 +124,73 @@ class RuleTestFile(Strict):
     """rules/tests/*.yaml: facts and the decision rule authors expect for them."""
 
     cases: list[RuleTestCase]
+
+
+class CapSpec(Strict):
+    pattern: str = Field("any", description="a pattern, or 'any' for all patterns together")
+    limit: int = Field(ge=0, description="most interventions in the window")
+    window: Duration = Field(description="rolling window of event time, e.g. 24h")
+
+    @field_validator("pattern")
+    @classmethod
+    def _known_pattern(cls, value: str) -> str:
+        if value != "any" and value not in PATTERNS:
+            raise ValueError(f"unknown pattern {value!r}; expected any or {', '.join(PATTERNS)}")
+        return value
+
+
+class QuietHoursSpec(Strict):
+    start: int = Field(ge=0, le=23, description="local hour quiet hours begin")
+    end: int = Field(ge=0, le=23, description="local hour they end (exclusive)")
+
+
+class StackingSpec(Strict):
+    enabled: bool = Field(True, description="at most one active offer per order or journey")
+    offer_ttl: Duration = Field(24 * 3_600_000, description="how long an offer stays active")
+
+
+class AttributionSpec(Strict):
+    window: Duration = Field(24 * 3_600_000, description="default attribution window")
+    by_pattern: dict[str, Duration] = Field(default_factory=dict)
+
+    @field_validator("by_pattern")
+    @classmethod
+    def _known_patterns(cls, value: dict[str, int]) -> dict[str, int]:
+        for name in value:
+            if name not in PATTERNS:
+                raise ValueError(f"unknown pattern {name!r}; expected one of {', '.join(PATTERNS)}")
+        return value
+
+
+class BudgetsSpec(Strict):
+    slice_share: float = Field(
+        0.5, ge=0, le=1, description="share of each budget split into fixed per-partition slices"
+    )
+    buckets: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = Field(
+        default_factory=dict, description="bucket -> unit (USD, points, ...) -> daily budget"
+    )
+
+
+class GuardrailsFile(Strict):
+    """rules/guardrails.yaml"""
+
+    default_timezone: str = Field("UTC", description="zone of shoppers who name none")
+    min_intent: float = Field(0.0, ge=0, le=1, description="below this intent: low_intent")
+    holdout: HoldoutSpec = HoldoutSpec(share=0.10)
+    caps: list[CapSpec] = Field(default_factory=list)
+    stacking: StackingSpec = StackingSpec()
+    quiet_hours: dict[Channel, QuietHoursSpec] = Field(default_factory=dict)
+    max_defer: Duration = Field(12 * 3_600_000, description="longest quiet-hours deferral")
+    attribution: AttributionSpec = AttributionSpec()
+    budgets: BudgetsSpec = BudgetsSpec()
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin"
+            ) from None
+        return value

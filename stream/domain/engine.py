@@ -8,6 +8,7 @@ partition's deadline index and watermark, and the set of journeys a batch touche
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -15,9 +16,13 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from stream.domain.attribution import W_AT, W_ID, new_watch
+from stream.domain.budget import Claim, LedgerFold, PartitionBudget, budget_day
 from stream.domain.deadlines import DeadlineIndex
 from stream.domain.events import Event, decode
-from stream.domain.facts import Decision, Fact, build_command
+from stream.domain.facts import Decision, Fact, build_command, decision_record
+from stream.domain.guard import budgeted, judge, offer_scope
+from stream.domain.guardrails import Guardrails
 from stream.domain.journey import Journey
 from stream.domain.timing import Timing
 from stream.domain.watermark import Watermark
@@ -60,6 +65,10 @@ class CoreConfig:
     horizon_ms: int = 7 * 24 * 3_600_000
     #: input topic kinds whose progress the watermark waits for (None: one merged source)
     sources: tuple[str, ...] | None = None
+    #: partitions sharing the budgets (each gets a slice)
+    partitions: int = 1
+    #: tells this process's budget claims from others' (the adapter passes a unique id)
+    origin: str = ""
 
 
 @dataclass(slots=True)
@@ -69,8 +78,13 @@ class StepOutput:
     facts: list[Fact] = field(default_factory=list)
     events_by_type: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
-    #: (pattern, rule id or "", result: emitted, no_rule, shadow or disabled) per decision
+    #: (pattern, rule id or "", result) per fact; result: emitted, deferred, no_rule, or the
+    #: suppression reason (holdout, cap, stacking, quiet_hours, budget, shadow, ...)
     decisions: list[tuple[str, str, str]] = field(default_factory=list)
+    #: decision and attribution records for the outcomes topic
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    #: deferred commands released in this step (also in ``commands``)
+    released: int = 0
 
     def extend(self, other: StepOutput) -> None:
         self.commands.extend(other.commands)
@@ -79,6 +93,8 @@ class StepOutput:
         self.events_by_type.update(other.events_by_type)
         self.duplicates += other.duplicates
         self.decisions.extend(other.decisions)
+        self.outcomes.extend(other.outcomes)
+        self.released += other.released
 
 
 class PartitionCore:
@@ -92,11 +108,20 @@ class PartitionCore:
         config: CoreConfig,
         *,
         now_ms: int | None = None,
+        guardrails: Guardrails | None = None,
+        ledger: LedgerFold | None = None,
     ):
         self.partition = partition
         self.timing = timing
         self.decider = decider
         self.config = config
+        self.guardrails = guardrails or Guardrails()
+        g = self.guardrails
+        # Without a shared ledger (replay, tests) the pool is granted on the spot.
+        sync = ledger is None
+        if ledger is None:
+            ledger = LedgerFold(g.buckets, config.partitions, g.slice_share)
+        self.budget = PartitionBudget(partition, ledger, sync=sync, origin=config.origin)
         self.journeys: dict[str, Journey] = {}
         self.deadlines = DeadlineIndex()
         self.watermark = Watermark(config.lateness_ms, config.sources, config.idle_ms, now_ms)
@@ -162,8 +187,10 @@ class PartitionCore:
         watermark = self.watermark.observe(rec.kind, ev.ts, now_ms)
         if watermark is not None:
             self._fire_due(watermark, out, now_ms)
-        for fact in facts:
-            self._decide(journey, fact, out, now_ms)
+        if facts:
+            for fact in facts:
+                self._decide(journey, fact, out, now_ms)
+            self._after_change(journey)  # a decision may start a watch or defer a command
 
     def advance(self, *, now_ms: int, caught_up: bool = True) -> StepOutput:
         """Live mode only: let silent sources stop holding the watermark back.
@@ -179,32 +206,90 @@ class PartitionCore:
 
     def _fire_due(self, watermark: int, out: StepOutput, now_ms: int | None) -> None:
         # Journeys ask for a watermark strictly past their deadline (notify_at = due + 1).
+        horizon = self.config.horizon_ms
         for user in self.deadlines.pop_due(watermark):
             journey = self.journeys.get(user)
             if journey is None:
                 continue
-            facts = journey.on_notify(watermark, self.config.horizon_ms)
-            self._after_change(journey)
-            for fact in facts:
+
+            def on_fact(fact: Fact, journey: Journey = journey) -> None:
                 self._decide(journey, fact, out, now_ms)
+
+            released = journey.on_notify(watermark, horizon, on_fact)
+            for _, command in released:
+                self._send(journey, "i", command, out.commands)
+            out.released += len(released)
+            if journey.outcomes:
+                for record in journey.outcomes:
+                    self._send(journey, "o", record, out.outcomes)
+                journey.outcomes.clear()
+            self._after_change(journey)
+
+    def _send(self, journey: Journey, code: str, record: dict[str, Any], to: list[Any]) -> None:
+        """Hand a record to the adapter, keeping it in the journey's outbox until delivered:
+        a crash between checkpoint and publish re-sends the very same bytes."""
+        to.append(record)
+        journey.outbox.append([code, record])
+        self.outboxed.add(journey.user_id)
 
     def _decide(self, journey: Journey, fact: Fact, out: StepOutput, now_ms: int | None) -> None:
         out.facts.append(fact)
         decision = self.decider.decide(fact)
         if decision is None:
             out.decisions.append((fact.pattern, "", "no_rule"))
+            self._send(journey, "o", decision_record(fact, None, "no_rule"), out.outcomes)
             return
-        live = decision.mode == "live"
-        out.decisions.append((fact.pattern, decision.rule_id, "emitted" if live else decision.mode))
-        if live:
-            decided_at = now_ms if now_ms is not None else fact.at_ms
-            command = build_command(fact, decision, decided_at)
-            out.commands.append(command)
-            # The outbox: a command stays in its journey's snapshot until delivered,
-            # so a crash between checkpoint and publish re-sends the very same bytes.
-            journey.outbox.append(command)
-            journey.interventions += 1
-            self.outboxed.add(journey.user_id)
+        g = self.guardrails
+        verdict = judge(journey, fact, decision, g, self.budget)
+        record = decision_record(
+            fact,
+            decision,
+            verdict.result,
+            reason=verdict.reason,
+            arm=verdict.arm,
+            release_ms=verdict.release_ms,
+        )
+        out.decisions.append((fact.pattern, decision.rule_id, verdict.reason or verdict.result))
+        self._send(journey, "o", record, out.outcomes)
+        if verdict.arm is None:
+            return
+        # Both arms: counted by caps and stacking, watched for their conversion.
+        at = fact.at_ms
+        ttl = decision.ttl_ms if decision.ttl_ms is not None else g.offer_ttl_ms
+        active_until = at + ttl if decision.cost > 0 else 0
+        # Kept in time order whatever order decisions come in (an immediate pattern is
+        # decided on arrival, a deadline when the watermark passes it): equal state.
+        bisect.insort(journey.sent, [at, fact.pattern, offer_scope(fact), active_until])
+        bisect.insort(
+            journey.watches,
+            new_watch(
+                fact.intervention_id,
+                fact.pattern,
+                decision.rule_id,
+                verdict.arm,
+                at,
+                g.window(fact.pattern),
+                fact.fields,
+                fact.subject,
+            ),
+            key=lambda w: (w[W_AT], w[W_ID]),
+        )
+        if verdict.arm != "treatment":
+            return
+        if budgeted(decision, g):
+            assert decision.bucket is not None and decision.unit is not None
+            day = budget_day(at, g.default_timezone)
+            self.budget.charge(decision.bucket, decision.unit, day, decision.cost)
+            bisect.insort(journey.charges, [decision.bucket, decision.unit, day, decision.cost])
+        journey.interventions += 1
+        decided_at = now_ms if now_ms is not None else at
+        command = build_command(fact, decision, decided_at)
+        if verdict.release_ms is not None:
+            command["deferred_until"] = verdict.release_ms
+            journey.deferred.append([verdict.release_ms, command])
+            journey.deferred.sort(key=lambda d: d[0])
+        else:
+            self._send(journey, "i", command, out.commands)
 
     def _after_change(self, journey: Journey) -> None:
         self.deadlines.schedule(journey.user_id, journey.notify_at(self.config.horizon_ms))
@@ -237,8 +322,12 @@ class PartitionCore:
         self.watermark.restore(orjson.loads(raw), now_ms)
         self._last_watermark = orjson.dumps(self.watermark.snapshot())
 
+    def take_claims(self) -> list[Claim]:
+        """Budget claims for the shared ledger (none when the ledger is local)."""
+        return self.budget.take_claims()
+
     def delivered(self) -> None:
-        """The commands of the last checkpoint are published: empty the outboxes."""
+        """The records of the last checkpoint are published: empty the outboxes."""
         for user in self.outboxed:
             journey = self.journeys.get(user)
             if journey is not None and journey.outbox:
@@ -246,20 +335,24 @@ class PartitionCore:
                 self.dirty.add(user)
         self.outboxed.clear()
 
-    def restore(self, snapshots: Iterable[tuple[str, bytes]]) -> list[dict[str, Any]]:
-        """Rebuild journeys and the deadline index from stored snapshots.
+    def restore(self, snapshots: Iterable[tuple[str, bytes]]) -> list[tuple[str, dict[str, Any]]]:
+        """Rebuild journeys, the deadline index and the budget spent from stored snapshots.
 
-        Returns the commands found in outboxes: checkpointed, maybe never published.
-        Publish them (again: consumers deduplicate by id), then call :meth:`delivered`.
+        Returns the records found in outboxes as (topic code, record): checkpointed,
+        maybe never published ("i" interventions, "o" outcomes). Publish them (again:
+        consumers deduplicate by id), then call :meth:`delivered`.
         """
-        undelivered: list[dict[str, Any]] = []
+        undelivered: list[tuple[str, dict[str, Any]]] = []
+        charges: list[tuple[str, str, int, float]] = []
         for user, raw in snapshots:
             journey = Journey.from_snapshot(user, orjson.loads(raw))
             self.journeys[user] = journey
             self.deadlines.schedule(user, journey.notify_at(self.config.horizon_ms))
             if journey.outbox:
-                undelivered.extend(journey.outbox)
+                undelivered.extend((code, record) for code, record in journey.outbox)
                 self.outboxed.add(user)
+            charges.extend((c[0], c[1], c[2], c[3]) for c in journey.charges)
+        self.budget.restore(charges)
         return undelivered
 
     @property

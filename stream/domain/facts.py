@@ -54,6 +54,13 @@ class Decision:
     explanation: dict[str, Any] = field(default_factory=dict)
     #: live: send it; shadow: decide and record only; disabled: the rule is switched off
     mode: str = "live"
+    ruleset: str = ""
+    #: the budget bucket it draws from, and what it commits (0 and None: free)
+    bucket: str | None = None
+    cost: float = 0.0
+    unit: str | None = None
+    #: how long the offer stays active (no stacking); None: the guardrails' default
+    ttl_ms: int | None = None
 
 
 def build_command(fact: Fact, decision: Decision, decided_at_ms: int) -> dict[str, Any]:
@@ -76,4 +83,42 @@ def build_command(fact: Fact, decision: Decision, decided_at_ms: int) -> dict[st
         "decided_at": format_ts(decided_at_ms),
         "fact": f,
         "explanation": decision.explanation,
+    }
+
+
+def decision_record(
+    fact: Fact,
+    decision: Decision | None,
+    result: str,
+    *,
+    reason: str | None = None,
+    arm: str | None = None,
+    release_ms: int | None = None,
+) -> dict[str, Any]:
+    """A decision as recorded on the outcomes topic (every fact gets one)."""
+    f = fact.fields
+    value = f.get("amount")
+    if value is None:
+        value = f.get("cart_value")
+    return {
+        "kind": "decision",
+        "id": fact.intervention_id,
+        "user_id": fact.user_id,
+        "pattern": fact.pattern,
+        "rule": decision.rule_id if decision else None,
+        "ruleset_version": decision.ruleset_version if decision else None,
+        "arm": arm,
+        "result": result,
+        "reason": reason,
+        "at_ms": fact.at_ms,
+        "at": format_ts(fact.at_ms),
+        "release_at_ms": release_ms,
+        "release_at": format_ts(release_ms) if release_ms is not None else None,
+        "intervention_type": decision.type if decision else None,
+        "channel": decision.channel if decision else None,
+        "bucket": decision.bucket if decision else None,
+        "cost": decision.cost if decision else 0.0,
+        "unit": decision.unit if decision else None,
+        "value": value,
+        "category": f.get("category"),
     }

@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
+from stream.domain import attribution
+from stream.domain.attribution import W_UNTIL
+from stream.domain.budget import budget_ordinal
 from stream.domain.events import Event
 from stream.domain.facts import Fact
 from stream.domain.timeutil import DAY, parse_ts
@@ -32,7 +36,7 @@ FIRED = -1
 # Cart line: one sku's silence in the cart.
 _CAT, _PRICE, _QTY, _START, _EID, _DUE = range(6)
 # Open checkout.
-C_START, C_EID, C_DUE, C_AMOUNT, C_ITEMS, C_CATS = range(6)
+C_START, C_EID, C_DUE, C_AMOUNT, C_ITEMS, C_CATS, C_SKUS = range(7)
 # Order: created info, status, the unpaid-order and payment-stall deadlines.
 (
     O_SEEN,  # first event time for this order (expiry)
@@ -49,7 +53,9 @@ C_START, C_EID, C_DUE, C_AMOUNT, C_ITEMS, C_CATS = range(6)
     O_REASON,
     O_METHOD,
     O_CATS,
-) = range(14)
+    O_SKUS,
+    O_CHECKOUT,  # the checkout it came from, if named
+) = range(16)
 OPEN, PAID, CANCELLED, CANCEL_REQUESTED = range(4)
 STATUS_NAMES = ("open", "paid", "cancelled", "cancel_requested")
 
@@ -69,7 +75,7 @@ _ORDER = {
     "payment_failed": 1,
 }
 
-SNAPSHOT_VERSION = 4
+SNAPSHOT_VERSION = 5
 MAX_VIEWS = 200
 
 
@@ -81,7 +87,9 @@ def event_key(event_id: str) -> int:
 
 def _new_order(seen_ms: int, event_id: str) -> list[Any]:
     """An order entry (layout: the O_* indexes), open, with nothing known yet."""
-    return [seen_ms, None, event_id, None, None, OPEN, None, None, None, None, 0, None, None, []]
+    order: list[Any] = [seen_ms, None, event_id, None, None, OPEN, None, None, None, None, 0]
+    order.extend((None, None, [], [], None))
+    return order
 
 
 def _skus(items: Any) -> tuple[str, ...]:
@@ -100,17 +108,22 @@ def _cats(items: Any) -> list[str]:
 class Journey:
     __slots__ = (
         "cart",
+        "charges",
         "checkouts",
+        "deferred",
         "interventions",
         "orders",
         "outbox",
+        "outcomes",
         "pending",
         "prior",
         "seen",
         "segment",
+        "sent",
         "timezone",
         "user_id",
         "views",
+        "watches",
     )
 
     def __init__(self, user_id: str) -> None:
@@ -119,13 +132,25 @@ class Journey:
         self.checkouts: dict[str, list[Any]] = {}
         self.orders: dict[str, list[Any]] = {}
         self.pending: list[tuple[Any, ...]] = []
-        self.outbox: list[dict[str, Any]] = []  # commands checkpointed, not yet delivered
+        #: records checkpointed, not yet delivered: [topic code, record] ("i" interventions,
+        #: "o" outcomes)
+        self.outbox: list[list[Any]] = []
         self.seen: dict[int, int] = {}
         self.prior = 0  # patterns detected for this shopper so far
         self.interventions = 0  # commands sent to this shopper so far
         self.views: list[int] = []  # product and cart views in the last day
         self.segment: str | None = None
         self.timezone: str | None = None
+        #: interventions decided for this shopper: [at_ms, pattern, scope, offer active until]
+        self.sent: list[list[Any]] = []
+        #: commands held by quiet hours: [release_ms, command]
+        self.deferred: list[list[Any]] = []
+        #: budget charged by this shopper's commands: [bucket, unit, day, cost]
+        self.charges: list[list[Any]] = []
+        #: decisions waiting for their conversion (stream.domain.attribution)
+        self.watches: list[list[Any]] = []
+        #: attribution records produced since the engine last looked (not persisted)
+        self.outcomes: list[dict[str, Any]] = []
 
     # -- taking events ------------------------------------------------------------
 
@@ -233,6 +258,8 @@ class Journey:
                     times.append(due)
         if self.pending:
             times.append(self.pending[0][0])
+        times.extend(w[W_UNTIL] for w in self.watches)
+        times.extend(d[0] for d in self.deferred)
         oldest = self._oldest()
         if oldest is not None:
             times.append(oldest + horizon_ms)
@@ -242,13 +269,21 @@ class Journey:
         starts = [line[_START] for line in self.cart.values()]
         starts.extend(c[C_START] for c in self.checkouts.values())
         starts.extend(o[O_SEEN] for o in self.orders.values())
+        starts.extend(entry[0] for entry in self.sent)
         if self.seen:
             starts.append(min(self.seen.values()))
         return min(starts) if starts else None
 
-    def on_notify(self, watermark_ms: int, horizon_ms: int) -> list[Fact]:
-        """Advance to the watermark: apply changes and fire deadlines before it, in time order."""
-        facts: list[Fact] = []
+    def on_notify(
+        self, watermark_ms: int, horizon_ms: int, on_fact: Callable[[Fact], None]
+    ) -> list[list[Any]]:
+        """Advance to the watermark: apply changes and fire deadlines before it, in time order.
+
+        Each fact goes to ``on_fact`` the moment it fires, so the decision about it
+        (and the attribution watch it starts) precedes every later change. Returns
+        the deferred commands whose release time the watermark passed, as
+        [release_ms, command].
+        """
         pending = self.pending
         applied = 0
         while True:
@@ -257,7 +292,10 @@ class Journey:
                 change_at = None
             due = self._next_due(watermark_ms)
             if due is not None and (change_at is None or due[0] <= change_at):
-                facts.append(self._fire(*due))
+                if due[1] == 4:
+                    self._window_end(due[2])
+                else:
+                    on_fact(self._fire(*due))
                 continue
             if change_at is None:
                 break
@@ -265,8 +303,19 @@ class Journey:
             applied += 1
         if applied:
             del pending[:applied]
+        released: list[list[Any]] = []
+        if self.deferred and self.deferred[0][0] < watermark_ms:
+            released = [d for d in self.deferred if d[0] < watermark_ms]
+            self.deferred = [d for d in self.deferred if d[0] >= watermark_ms]
         self._expire(watermark_ms - horizon_ms)
-        return facts
+        return released
+
+    def _window_end(self, decision_id: str) -> None:
+        for i, watch in enumerate(self.watches):
+            if watch[0] == decision_id:
+                del self.watches[i]
+                self.outcomes.append(attribution.on_window_end(self.user_id, watch))
+                return
 
     def _next_due(self, watermark_ms: int) -> tuple[int, int, str] | None:
         """(due, kind, key) of the earliest deadline before the watermark."""
@@ -285,6 +334,10 @@ class Journey:
                 live = due is not None and due != FIRED and due < watermark_ms
                 if live and (best is None or (due, kind, oid) < best):
                     best = (due, kind, oid)
+        for watch in self.watches:
+            until = watch[W_UNTIL]
+            if until < watermark_ms and (best is None or (until, 4, watch[0]) < best):
+                best = (until, 4, watch[0])
         return best
 
     def _expire(self, before_ms: int) -> None:
@@ -296,6 +349,11 @@ class Journey:
             self.views = [t for t in self.views if t >= before_ms]
         if self.seen and min(self.seen.values()) < before_ms:
             self.seen = {k: ts for k, ts in self.seen.items() if ts >= before_ms}
+        if self.sent and self.sent[0][0] < before_ms:
+            self.sent = [e for e in self.sent if e[0] >= before_ms or e[3] > before_ms]
+        if self.charges:  # a day's charges matter while the day can still be spent
+            oldest_day = budget_ordinal(before_ms) - 1
+            self.charges = [c for c in self.charges if c[2] >= oldest_day]
 
     # -- applying changes in event time -------------------------------------------------
 
@@ -317,7 +375,7 @@ class Journey:
             for sku in skus:
                 cart.pop(sku, None)
             if cid not in checkouts:
-                checkouts[cid] = [ts, event_id, ts + wait, amount, n_items, cats]
+                checkouts[cid] = [ts, event_id, ts + wait, amount, n_items, cats, list(skus)]
         elif kind == "checkout_submit":
             cid, skus = data
             for sku in skus:
@@ -346,6 +404,7 @@ class Journey:
         order = self._order(oid, ts, event_id)
         order[O_CREATED], order[O_EID], order[O_AMOUNT] = ts, event_id, amount
         order[O_DEADLINE], order[O_CATS] = deadline, cats
+        order[O_SKUS], order[O_CHECKOUT] = list(skus), cid
         if order[O_STATUS] == OPEN and order[O_UNPAID_DUE] is None:
             order[O_UNPAID_DUE] = max(ts, deadline - lead)
 
@@ -368,13 +427,31 @@ class Journey:
             else:  # a failure can shorten the wait (T depends on the reason)
                 order[O_PAY_DUE] = min(due, ts + wait)
         elif kind in ("payment_success", "order_paid"):
+            first = order[O_STATUS] != PAID
             order[O_STATUS] = PAID
             order[O_PAY_DUE] = order[O_UNPAID_DUE] = None
             if data[1] is not None and order[O_AMOUNT] is None:
                 order[O_AMOUNT] = float(data[1])
+            if first and self.watches:
+                self.outcomes.extend(
+                    attribution.on_paid(
+                        self.user_id,
+                        self.watches,
+                        ts,
+                        data[0],
+                        order[O_SKUS],
+                        order[O_CATS],
+                        order[O_CHECKOUT],
+                        order[O_AMOUNT],
+                    )
+                )
         elif kind == "order_cancelled":
             order[O_STATUS] = CANCELLED
             order[O_PAY_DUE] = order[O_UNPAID_DUE] = None
+            if self.watches:
+                self.outcomes.extend(
+                    attribution.on_cancelled(self.user_id, self.watches, ts, data[0])
+                )
         elif kind == "order_cancel_requested" and order[O_STATUS] == OPEN:
             # The retention offer is decided on arrival; no reminders while the
             # shopper is asking to leave.
@@ -433,6 +510,7 @@ class Journey:
             items=c[C_ITEMS],
             category=c[C_CATS][0] if c[C_CATS] else None,
             categories=list(c[C_CATS]),
+            skus=list(c[C_SKUS]),
             dwell_ms=due - c[C_START],
             started_at_ms=c[C_START],
         )
@@ -511,7 +589,16 @@ class Journey:
 
     def is_empty(self) -> bool:
         return not (
-            self.cart or self.checkouts or self.orders or self.pending or self.seen or self.outbox
+            self.cart
+            or self.checkouts
+            or self.orders
+            or self.pending
+            or self.seen
+            or self.outbox
+            or self.sent
+            or self.deferred
+            or self.charges
+            or self.watches
         )
 
     def snapshot(self) -> list[Any]:
@@ -529,10 +616,20 @@ class Journey:
             self.segment,
             self.timezone,
             self.outbox,
+            self.sent,
+            self.deferred,
+            self.charges,
+            self.watches,
         ]
 
     @classmethod
     def from_snapshot(cls, user_id: str, snap: list[Any]) -> Journey:
+        if snap and snap[0] == 4:  # before guardrails and attribution: same, and less
+            snap = [SNAPSHOT_VERSION, *snap[1:11], [["i", c] for c in snap[11]], [], [], [], []]
+            for order in snap[3].values():
+                order.extend([[], None][len(order) - 14 :])
+            for checkout in snap[2].values():
+                checkout.extend([[]][len(checkout) - 6 :])
         if not snap or snap[0] != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported journey snapshot version {snap[:1]!r}")
         journey = cls(user_id)
@@ -549,6 +646,10 @@ class Journey:
             journey.segment,
             journey.timezone,
             journey.outbox,
+            journey.sent,
+            journey.deferred,
+            journey.charges,
+            journey.watches,
         ) = snap
         journey.pending = [(c[0], c[1], c[2], c[3], c[4], tuple(c[5])) for c in pending]
         journey.seen = {int(k): ts for k, ts in seen}

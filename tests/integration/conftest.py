@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream.app.topics import ensure_topics
 from stream.broker import EmbeddedBroker, free_port
@@ -75,12 +76,13 @@ class Worker:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return resp.read()  # type: ignore[no-any-return]
 
-    def metric(self, name: str) -> float:
-        """Sum of every sample of a metric on the worker's /metrics."""
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of a metric on the worker's /metrics whose labels match."""
         total = 0.0
-        for line in self.get("/metrics").decode().splitlines():
-            if line.startswith(name) and line[len(name)] in " {":
-                total += float(line.rsplit(" ", 1)[1])
+        for family in text_string_to_metric_families(self.get("/metrics").decode()):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    total += sample.value
         return total
 
     @property

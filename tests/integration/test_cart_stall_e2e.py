@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from stream.config import Settings
+from stream.domain.guardrails import in_holdout
 from stream.domain.timeutil import HOUR, MINUTE
 from tests.helpers import EventMaker, wait_until
 from tests.integration.conftest import Worker, as_json, consume, produce
@@ -69,16 +70,34 @@ def test_cart_stall_commands_dead_letters_and_progress(settings: Settings, worke
     ]
     asyncio.run(produce(settings, ticks))
 
-    everything = as_json(asyncio.run(consume(settings, "interventions", expect=1001, timeout=120)))
+    # Every stall is decided; the shipped guardrails hold out 10% of shoppers per ruleset
+    # (deterministically: the same shoppers every run), the rest get their command.
+    shoppers = {f"shopper-{i:04d}" for i in range(1000)}
+    control = {u for u in shoppers if in_holdout(u, "cart_stall", 0.10)}
+    assert 50 < len(control) < 150
+    expected = 1000 - len(control) + 1
+    everything = as_json(
+        asyncio.run(consume(settings, "interventions", expect=expected, timeout=120))
+    )
     # the leaver checked out in time (no cart stall) but never submitted: checkout_abandon
     others = [(c["user_id"], c["pattern"]) for c in everything if c["pattern"] != "cart_stall"]
     assert others == [("leaver", "checkout_abandon")]
     commands = [c for c in everything if c["pattern"] == "cart_stall"]
-    assert len(commands) == 1000
-    assert len({c["intervention_id"] for c in commands}) == 1000
-    assert {c["user_id"] for c in commands} == {f"shopper-{i:04d}" for i in range(1000)}
+    assert len(commands) == 1000 - len(control)
+    assert len({c["intervention_id"] for c in commands}) == len(commands)
+    assert {c["user_id"] for c in commands} == shoppers - control
     assert all(c["pattern"] == "cart_stall" and c["category"] == "fresh_food" for c in commands)
     assert all(c["rule"]["id"] and c["intervention"]["type"] for c in commands)
+
+    # The outcomes topic records all 1,000 stall decisions, with their arm.
+    outcomes = as_json(asyncio.run(consume(settings, "outcomes", expect=1001, timeout=60)))
+    decided = [o for o in outcomes if o["kind"] == "decision" and o["pattern"] == "cart_stall"]
+    assert len({o["id"] for o in decided}) == 1000
+    held = {o["user_id"] for o in decided if o["arm"] == "control"}
+    assert held == control
+    assert all(o["reason"] == "holdout" for o in decided if o["arm"] == "control")
+    treated = {o["id"] for o in decided if o["arm"] == "treatment"}
+    assert treated == {c["intervention_id"] for c in commands}
 
     dead = asyncio.run(consume(settings, "dlq", expect=100, timeout=60))
     assert len(dead) == 100
@@ -99,5 +118,6 @@ def test_cart_stall_commands_dead_letters_and_progress(settings: Settings, worke
     assert orjson.loads(worker.get("/health"))["status"] == "ok"
     assert orjson.loads(worker.get("/ready")) == {"ready": True, "partitions": list(range(8))}
     assert worker.metric("goldenflow_dead_letters_total") == 100
-    assert worker.metric("goldenflow_commands_emitted_total") == 1001
+    assert worker.metric("goldenflow_commands_emitted_total") == expected
+    assert worker.metric("goldenflow_suppressions_total", reason="holdout") == len(control)
     assert worker.stop() == 0

@@ -28,7 +28,7 @@ from stream.demo.traffic import ShopperSim
 from stream.domain.engine import CoreConfig, PartitionCore, Record
 from stream.domain.journey import event_key
 from stream.domain.timeutil import DAY, HOUR, MINUTE, SECOND, format_ts, parse_ts
-from tests.helpers import RULES, wait_until
+from tests.helpers import RULES, rules_with_budgets, wait_until
 from tests.integration.conftest import Worker, as_json, consume, isolated_settings, produce
 
 pytestmark = pytest.mark.integration
@@ -73,10 +73,17 @@ def ticks(at_ms: int) -> list[Message]:
     return out
 
 
-def reference(messages: list[Message], config: CoreConfig) -> dict[int, PartitionCore]:
-    """The fault-free outcome: the same core, in-process, partitioned like the producer."""
-    book = load_rulebook(RULES)
-    cores = {p: PartitionCore(p, book.timing, book.decider, config) for p in range(PARTITIONS)}
+def reference(messages: list[Message], config: CoreConfig, rules: Path) -> dict[int, PartitionCore]:
+    """The fault-free outcome: the same core, in-process, partitioned like the producer.
+
+    Budgets in ``rules`` never bind: every other guardrail depends on event time only,
+    so the fleet must decide exactly alike."""
+    book = load_rulebook(rules)
+    config.partitions = PARTITIONS
+    cores = {
+        p: PartitionCore(p, book.timing, book.decider, config, guardrails=book.guardrails)
+        for p in range(PARTITIONS)
+    }
     ids: set[str] = set()
     for kind, key, value, partition in messages:
         p = partition if partition is not None else partition_of(key or b"")
@@ -106,8 +113,10 @@ def assigned(workers: list[Worker]) -> list[int]:
 def fleet(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..., list[Worker]]]:
     started: list[Worker] = []
 
+    rules = rules_with_budgets(tmp_path / "rules", 1e12)
+
     def make(count: int, **overrides: Any) -> list[Worker]:
-        base = isolated_settings(broker, partitions=PARTITIONS, **overrides)
+        base = isolated_settings(broker, partitions=PARTITIONS, rules_dir=rules, **overrides)
         workers = []
         for i in range(count):
             s = base.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"w{i}"})
@@ -126,12 +135,15 @@ def restart(worker: Worker) -> None:
     worker.start()
 
 
-def test_sigkill_mid_stream_then_restart_loses_nothing(fleet: Callable[..., list[Worker]]) -> None:
+def test_sigkill_mid_stream_then_restart_loses_nothing(
+    fleet: Callable[..., list[Worker]], tmp_path: Path
+) -> None:
     t0 = int(time.time() * 1000) - 3 * DAY
     messages, _, _ = traffic(5000, t0, seed=11)
     final = ticks(int(time.time() * 1000) - HOUR)
     config = CoreConfig(lateness_ms=10 * MINUTE, sources=KINDS)
-    expected: set[str] = reference(messages + final, config)[0].reference_ids  # type: ignore[attr-defined]
+    rules = rules_with_budgets(tmp_path / "reference-rules", 1e12)
+    expected: set[str] = reference(messages + final, config, rules)[0].reference_ids  # type: ignore[attr-defined]
     assert len(expected) > 2000
 
     a, b = fleet(2, lateness_ms=10 * MINUTE)
@@ -181,6 +193,8 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(fleet: Callable[..., list
 def normalized(snapshot: bytes) -> list[Any]:
     snap = orjson.loads(snapshot)
     snap[5] = sorted(snap[5])  # seen ids: a set; the order of arrival does not matter
+    for _, command in snap[13]:  # deferred commands: decided_at is the deciding wall clock
+        command.pop("decided_at")
     return snap
 
 
@@ -215,7 +229,7 @@ def latest_changelog(settings: Settings) -> dict[str, bytes]:
 
 
 def test_sigkill_during_a_lull_recovers_every_journey_exactly(
-    fleet: Callable[..., list[Worker]],
+    fleet: Callable[..., list[Worker]], tmp_path: Path
 ) -> None:
     t0 = int(time.time() * 1000) - 3 * DAY
     messages, users, last = traffic(5000, t0, seed=23)
@@ -229,7 +243,7 @@ def test_sigkill_during_a_lull_recovers_every_journey_exactly(
         }
         extra.append(("cart", user.encode(), orjson.dumps(body), None))
     config = CoreConfig(lateness_ms=10 * MINUTE, idle_ms=HOUR, sources=KINDS)
-    cores = reference(messages + extra, config)
+    cores = reference(messages + extra, config, rules_with_budgets(tmp_path / "ref", 1e12))
     want = {
         user: orjson.dumps(core.journeys[user].snapshot())
         for core in cores.values()

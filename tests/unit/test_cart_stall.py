@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from stream.domain.engine import CoreConfig, PartitionCore
+from stream.domain.journey import Journey
 from stream.domain.timeutil import HOUR, MINUTE, SECOND
 from tests.helpers import T0, EventMaker, core, rec
 
@@ -336,10 +337,15 @@ def test_outbox_makes_a_redelivery_an_exact_repeat() -> None:
     # hands back the very same command
     restored = core()
     undelivered = restored.restore([("oli", checkpoint["oli"])])
-    assert [orjson.dumps(cmd) for cmd in undelivered] == [orjson.dumps(command)]
+    commands = [orjson.dumps(record) for code, record in undelivered if code == "i"]
+    assert commands == [orjson.dumps(command)]
+    # its decision record for the outcomes topic comes back too, byte for byte
+    outcomes = [orjson.dumps(record) for code, record in undelivered if code == "o"]
+    assert outcomes == [orjson.dumps(r) for r in out.outcomes]
     # once published, the outbox empties and the next checkpoint records that
     c.delivered()
-    assert orjson.loads(dict(c.take_dirty())["oli"])[-1] == []
+    restored_again = Journey.from_snapshot("oli", orjson.loads(dict(c.take_dirty())["oli"]))
+    assert restored_again.outbox == []
 
 
 def test_the_watermark_survives_a_move_to_another_worker() -> None:
