@@ -9,7 +9,7 @@ read the same log in the same order and so agree on every grant.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -27,9 +27,15 @@ def ledger_topic(settings: Settings) -> str:
 class LedgerReader:
     """Reads the ledger topic from its beginning and hands each claim to ``on_claim``."""
 
-    def __init__(self, settings: Settings, on_claim: Callable[[Claim], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_claim: Callable[[Claim], None],
+        after_batch: Callable[[], Awaitable[None]],
+    ) -> None:
         self.settings = settings
         self.on_claim = on_claim
+        self.after_batch = after_batch
         self.topic = ledger_topic(settings)
         self.read = 0
 
@@ -58,6 +64,8 @@ class LedgerReader:
                         continue
                     self.read += 1
                     self.on_claim(claim)
+                if batches:
+                    await self.after_batch()
         finally:
             await consumer.stop()
 

@@ -132,6 +132,7 @@ class Pipeline:
         self.claims: list[Claim] = []
         self.ledger = self._fold(self.claims)
         self._budget_day: int | None = None
+        self._retry: set[int] = set()  # partitions whose parked facts can be decided again
         self.last_offset: dict[TP, int] = {}  # last offset processed per input partition
         self.ready = False  # set once the first assignment's state is recovered
         self.dlq = settings.topic("dlq")
@@ -154,9 +155,23 @@ class Pipeline:
         self.claims.append(claim)
         self.ledger.apply(claim)
         core = self.cores.get(claim.partition)
-        if core is not None:
-            core.budget.settled(claim)
+        if core is not None and core.budget.settled(claim) and core.parked:
+            self._retry.add(claim.partition)
         self._export_budget()
+
+    async def after_ledger(self) -> None:
+        """Decide again what waited for the claims just read."""
+        if not self._retry:
+            return
+        async with self.lock:
+            now = wall_ms()
+            out = StepOutput()
+            partitions, self._retry = self._retry, set()
+            for partition in partitions:
+                core = self.cores.get(partition)
+                if core is not None:
+                    out.extend(core.retry_parked(now_ms=now))
+            await self._publish(out, now)
 
     def _export_budget(self, day: int | None = None) -> None:
         """Remaining budget of the latest day seen: what this worker's partitions hold
@@ -299,6 +314,9 @@ class Pipeline:
             out = StepOutput()
             for partition, core in list(self.cores.items()):
                 out.extend(core.advance(now_ms=now, caught_up=caught_up.get(partition, False)))
+                if core.parked and not core.budget.in_flight:  # e.g. their claim died with a
+                    # worker: decide again (claiming afresh)
+                    out.extend(core.retry_parked(now_ms=now))
             await self._publish(out, now)
 
     async def _caught_up(self, partition: int) -> bool:
@@ -458,7 +476,7 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
 
     @app.task
     async def read_ledger() -> None:
-        await LedgerReader(settings, pipeline.on_claim).run()
+        await LedgerReader(settings, pipeline.on_claim, pipeline.after_ledger).run()
 
     @app.timer(interval=0.5)
     async def advance_idle() -> None:

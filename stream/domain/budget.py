@@ -170,7 +170,7 @@ class PartitionBudget:
     origin: str = ""
     spent: dict[Key, float] = field(default_factory=lambda: defaultdict(float))
     claims: list[Claim] = field(default_factory=list)
-    _asked: dict[Key, float] = field(default_factory=dict)  # claimed, not yet granted
+    _asked: dict[Key, str] = field(default_factory=dict)  # claim id in flight per key
     _seq: int = 0
 
     def allowance(self, bucket: str, unit: str, day: int) -> float:
@@ -202,7 +202,7 @@ class PartitionBudget:
 
     def _claim(self, bucket: str, unit: str, day: int, cost: float) -> None:
         key = (bucket, unit, day)
-        if self._asked.get(key, 0.0) > 0:  # one claim in flight per bucket and day
+        if key in self._asked:  # one claim in flight per bucket and day
             return
         ledger = self.ledger
         pool = ledger.pool(bucket, unit, day)
@@ -216,16 +216,29 @@ class PartitionBudget:
         if self.sync:
             ledger.apply(claim)
         else:
-            self._asked[key] = amount
+            self._asked[key] = claim_id
             self.claims.append(claim)
 
     def take_claims(self) -> list[Claim]:
         claims, self.claims = self.claims, []
         return claims
 
-    def settled(self, claim: Claim) -> None:
-        """The ledger folded a claim of this partition (granted or not)."""
-        self._asked.pop((claim.bucket, claim.unit, claim.day), None)
+    @property
+    def in_flight(self) -> bool:
+        """Any claim of this partition not yet answered by the ledger."""
+        return bool(self._asked)
+
+    def awaiting(self, bucket: str, unit: str, day: int) -> bool:
+        """A claim for this bucket and day is on its way to the ledger."""
+        return (bucket, unit, day) in self._asked
+
+    def settled(self, claim: Claim) -> bool:
+        """The ledger folded a claim; True if it was the one this partition waits for."""
+        key = (claim.bucket, claim.unit, claim.day)
+        if self._asked.get(key) != claim.claim_id:
+            return False
+        del self._asked[key]
+        return True
 
     def restore(self, charges: Iterable[tuple[str, str, int, float]]) -> None:
         """Rebuild ``spent`` from the charges kept in the restored journeys."""

@@ -20,7 +20,14 @@ from stream.domain.attribution import W_AT, W_ID, new_watch
 from stream.domain.budget import Claim, LedgerFold, PartitionBudget, budget_day
 from stream.domain.deadlines import DeadlineIndex
 from stream.domain.events import Event, decode
-from stream.domain.facts import Decision, Fact, build_command, decision_record
+from stream.domain.facts import (
+    Decision,
+    Fact,
+    build_command,
+    decision_record,
+    fact_from_list,
+    fact_to_list,
+)
 from stream.domain.guard import budgeted, judge, offer_scope
 from stream.domain.guardrails import Guardrails
 from stream.domain.journey import Journey
@@ -127,6 +134,8 @@ class PartitionCore:
         self.watermark = Watermark(config.lateness_ms, config.sources, config.idle_ms, now_ms)
         self.dirty: set[str] = set()
         self.outboxed: set[str] = set()
+        #: shoppers with facts waiting for a budget claim to settle
+        self.parked: set[str] = set()
         self._last_watermark: bytes | None = None
 
     # -- the batch step -------------------------------------------------------------
@@ -241,6 +250,14 @@ class PartitionCore:
             return
         g = self.guardrails
         verdict = judge(journey, fact, decision, g, self.budget)
+        if verdict.result == "parked":
+            # Short of budget while a claim is in flight: keep the fact (in the snapshot,
+            # so a crash keeps it too) and decide it again when the ledger answers.
+            out.decisions.append((fact.pattern, decision.rule_id, "parked"))
+            journey.parked.append(fact_to_list(fact))
+            self.parked.add(journey.user_id)
+            self.dirty.add(journey.user_id)
+            return
         record = decision_record(
             fact,
             decision,
@@ -322,6 +339,20 @@ class PartitionCore:
         self.watermark.restore(orjson.loads(raw), now_ms)
         self._last_watermark = orjson.dumps(self.watermark.snapshot())
 
+    def retry_parked(self, *, now_ms: int | None) -> StepOutput:
+        """Decide again the facts parked for budget (call when a claim settled)."""
+        out = StepOutput()
+        users, self.parked = self.parked, set()
+        for user in sorted(users):
+            journey = self.journeys.get(user)
+            if journey is None or not journey.parked:
+                continue
+            facts, journey.parked = journey.parked, []
+            for raw in facts:
+                self._decide(journey, fact_from_list(raw), out, now_ms)
+            self._after_change(journey)
+        return out
+
     def take_claims(self) -> list[Claim]:
         """Budget claims for the shared ledger (none when the ledger is local)."""
         return self.budget.take_claims()
@@ -352,6 +383,8 @@ class PartitionCore:
                 undelivered.extend((code, record) for code, record in journey.outbox)
                 self.outboxed.add(user)
             charges.extend((c[0], c[1], c[2], c[3]) for c in journey.charges)
+            if journey.parked:
+                self.parked.add(user)
         self.budget.restore(charges)
         return undelivered
 

@@ -42,6 +42,24 @@ class Fact:
         return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
+def fact_to_list(fact: Fact) -> list[Any]:
+    """A fact as plain data (kept in a journey snapshot while it waits)."""
+    return [
+        fact.pattern,
+        fact.at_ms,
+        fact.subject,
+        fact.trigger_event_id,
+        fact.fields,
+        fact.received_ms,
+        fact.user_id,
+    ]
+
+
+def fact_from_list(raw: list[Any]) -> Fact:
+    pattern, at_ms, subject, trigger, fields, received_ms, user_id = raw
+    return Fact(pattern, user_id, at_ms, subject, trigger, fields, received_ms)
+
+
 @dataclass(slots=True, frozen=True)
 class Decision:
     """The intervention chosen for a fact, and why."""

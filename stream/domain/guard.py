@@ -25,7 +25,7 @@ ORDER_SCOPED = frozenset({"payment_stall", "unpaid_order", "cancel_request"})
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    #: emitted, deferred or suppressed
+    #: emitted, deferred, suppressed, or parked (waiting for a budget claim)
     result: str
     reason: str | None = None
     #: treatment, control, or None (suppressed before reaching an arm)
@@ -87,6 +87,8 @@ def judge(
         assert decision.bucket is not None and decision.unit is not None
         day = budget_day(at, guardrails.default_timezone)
         if not budget.can_spend(decision.bucket, decision.unit, day, decision.cost):
+            if budget.awaiting(decision.bucket, decision.unit, day):
+                return Verdict("parked")  # decided again once the ledger answers
             return Verdict("suppressed", "budget")
     holdout = guardrails.holdout(decision.ruleset)
     if in_holdout(fact.user_id, holdout.salt, holdout.share):

@@ -115,6 +115,7 @@ class Journey:
         "orders",
         "outbox",
         "outcomes",
+        "parked",
         "pending",
         "prior",
         "seen",
@@ -149,6 +150,8 @@ class Journey:
         self.charges: list[list[Any]] = []
         #: decisions waiting for their conversion (stream.domain.attribution)
         self.watches: list[list[Any]] = []
+        #: facts waiting for a budget claim to settle (stream.domain.facts.fact_to_list)
+        self.parked: list[list[Any]] = []
         #: attribution records produced since the engine last looked (not persisted)
         self.outcomes: list[dict[str, Any]] = []
 
@@ -599,6 +602,7 @@ class Journey:
             or self.deferred
             or self.charges
             or self.watches
+            or self.parked
         )
 
     def snapshot(self) -> list[Any]:
@@ -620,12 +624,13 @@ class Journey:
             self.deferred,
             self.charges,
             self.watches,
+            self.parked,
         ]
 
     @classmethod
     def from_snapshot(cls, user_id: str, snap: list[Any]) -> Journey:
         if snap and snap[0] == 4:  # before guardrails and attribution: same, and less
-            snap = [SNAPSHOT_VERSION, *snap[1:11], [["i", c] for c in snap[11]], [], [], [], []]
+            snap = [SNAPSHOT_VERSION, *snap[1:11], [["i", c] for c in snap[11]], [], [], [], [], []]
             for order in snap[3].values():
                 order.extend([[], None][len(order) - 14 :])
             for checkout in snap[2].values():
@@ -650,6 +655,7 @@ class Journey:
             journey.deferred,
             journey.charges,
             journey.watches,
+            journey.parked,
         ) = snap
         journey.pending = [(c[0], c[1], c[2], c[3], c[4], tuple(c[5])) for c in pending]
         journey.seen = {int(k): ts for k, ts in seen}
