@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from stream.config import ENV_PREFIX, Settings
 from stream.errors import GoldenflowError
+from stream.replay.command import replay_command
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -470,3 +471,6 @@ def bench_memory(events: int, shoppers: int, first: int, out: Path, workdir: Pat
 
 if __name__ == "__main__":
     main()
+
+
+main.add_command(replay_command)

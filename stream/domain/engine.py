@@ -213,6 +213,16 @@ class PartitionCore:
             self._fire_due(self.watermark.value, out, now_ms)
         return out
 
+    def finish(self, until_ms: int) -> StepOutput:
+        """Replay only: the log ended; let the watermark reach ``until_ms`` (the data's
+        end, so a deadline after the last event never fires) and fire what is due."""
+        out = StepOutput()
+        wm = self.watermark
+        if wm.value is None or wm.value < until_ms:
+            wm.value = until_ms
+            self._fire_due(until_ms, out, None)
+        return out
+
     def _fire_due(self, watermark: int, out: StepOutput, now_ms: int | None) -> None:
         # Journeys ask for a watermark strictly past their deadline (notify_at = due + 1).
         horizon = self.config.horizon_ms

@@ -1,0 +1,1 @@
+"""Replay: recorded event logs through the workers' core, offline and deterministic."""
