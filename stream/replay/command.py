@@ -172,9 +172,14 @@ def replay_command(
                 return
             console.print(_compare_table(doc))
             console.print(
-                f"{doc['changed_decisions']:,} decisions changed; by category: "
-                + ", ".join(f"{c} {n}" for c, n in doc["changed_by_category"].items())
+                f"{doc['changed_decisions']:,} decisions changed; directly, by category: "
+                + (", ".join(f"{c} {n}" for c, n in doc["changed_by_category"].items()) or "none")
             )
+            if doc["knock_on_by_category"]:
+                console.print(
+                    "knock-on changes (same fact; caps, stacking or budget moved), by category: "
+                    + ", ".join(f"{c} {n}" for c, n in doc["knock_on_by_category"].items())
+                )
             for entry in doc["sample"][:5]:
                 console.print(
                     f"  {entry.get('user_id')} {entry.get('pattern')} {entry.get('category')}: "

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.decide.rulebook import RuleBook
+from stream.domain.facts import Fact
 from stream.replay.run import ReplayResult
 
 SAMPLE = 20
@@ -47,6 +48,16 @@ def _by_rule(result: ReplayResult) -> dict[tuple[str, str], Side]:
         elif rec["result"] == "converted":
             side.conversions += 1
     return sides
+
+
+#: fact fields about the shopper as a whole (history, the whole cart), not the fact itself:
+#: another category's change can move them
+HISTORY = frozenset({"prior_stalls", "prior_interventions", "cart_value", "views_24h"})
+
+
+def _own(fact: Fact) -> tuple[int, dict[str, Any]]:
+    """A fact's time and fields, less the shopper's history (which other facts move)."""
+    return fact.at_ms, {k: v for k, v in fact.fields.items() if k not in HISTORY}
 
 
 def _decisions(result: ReplayResult) -> dict[str, dict[str, Any]]:
@@ -101,15 +112,23 @@ def compare(a: ReplayResult, b: ReplayResult, book_a: RuleBook, book_b: RuleBook
                 at=fact.at_ms,
             )
         sample.append(entry)
+    # A change is direct when the fact itself differs (detected on one side only, or at
+    # another time or with other fields, e.g. a different dwell); otherwise it is a
+    # knock-on: the same fact, decided differently because the shopper's history or
+    # other decisions (prior stalls, caps, stacking, budget) changed.
     categories: dict[str, int] = defaultdict(int)
+    knock_on: dict[str, int] = defaultdict(int)
     for decision_id in changed_ids:
         rec = dec_a.get(decision_id) or dec_b.get(decision_id) or {}
-        categories[str(rec.get("category"))] += 1
+        fa, fb = a.facts_by_id.get(decision_id), b.facts_by_id.get(decision_id)
+        direct = fa is None or fb is None or _own(fa) != _own(fb)
+        (categories if direct else knock_on)[str(rec.get("category"))] += 1
     return {
         "a": {"rules_version": a.rules_version, "summary": a.summary()},
         "b": {"rules_version": b.rules_version, "summary": b.summary()},
         "rows": rows,
         "changed_decisions": len(changed_ids),
         "changed_by_category": dict(sorted(categories.items())),
+        "knock_on_by_category": dict(sorted(knock_on.items())),
         "sample": sample,
     }
