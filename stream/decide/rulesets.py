@@ -233,8 +233,9 @@ def _terms(node: Node) -> frozenset[Node]:
 def _check_shadowed(rules: list[LoadedRule], problems: list[RuleProblem]) -> None:
     for low in rules:
         for high in rules:
-            if high is low or (high.priority, low.id) <= (low.priority, high.id):
-                continue  # high must win ties and priority over low
+            rank = (-high.priority, high.cost_rank, high.id)  # the decider's order
+            if high is low or rank >= (-low.priority, low.cost_rank, low.id):
+                continue  # high must win over low: priority, then the cheaper, then the id
             if high.pattern not in (None, low.pattern) or not high.enabled:
                 continue
             broader = high.condition == Const(True) or _terms(high.condition) <= _terms(

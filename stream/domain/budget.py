@@ -195,6 +195,11 @@ class PartitionBudget:
             self.spent[(bucket, unit, day)] += cost
             self._top_up(bucket, unit, day, cost)
 
+    def refund(self, bucket: str, unit: str, day: int, cost: float) -> None:
+        """Return a charge whose command was never sent."""
+        key = (bucket, unit, day)
+        self.spent[key] = max(0.0, self.spent[key] - cost)
+
     def _top_up(self, bucket: str, unit: str, day: int, cost: float) -> None:
         """Claim ahead when what is left would not cover a few more commands like this."""
         if self.remaining(bucket, unit, day) < 2 * cost:

@@ -236,13 +236,29 @@ class PartitionCore:
 
             released = journey.on_notify(watermark, horizon, on_fact)
             for _, command in released:
-                self._send(journey, "i", command, out.commands)
-            out.released += len(released)
+                if self._still_wanted(journey, command):
+                    self._send(journey, "i", command, out.commands)
+                    out.released += 1
             if journey.outcomes:
                 for record in journey.outcomes:
                     self._send(journey, "o", record, out.outcomes)
                 journey.outcomes.clear()
             self._after_change(journey)
+
+    def _still_wanted(self, journey: Journey, command: dict[str, Any]) -> bool:
+        """A command held by quiet hours goes out only while its aim is still open: if
+        the shopper converted (or cancelled) meanwhile, it is dropped and its budget
+        charge returned."""
+        decision_id = command["intervention_id"]
+        if any(w[W_ID] == decision_id for w in journey.watches):
+            return True
+        cost = command.get("cost")
+        if isinstance(cost, dict) and cost.get("bucket"):
+            charge = [cost["bucket"], cost["unit"], cost["day"], cost["amount"]]
+            if charge in journey.charges:
+                journey.charges.remove(charge)
+                self.budget.refund(cost["bucket"], cost["unit"], cost["day"], cost["amount"])
+        return False
 
     def _send(self, journey: Journey, code: str, record: dict[str, Any], to: list[Any]) -> None:
         """Hand a record to the adapter, keeping it in the journey's outbox until delivered:
@@ -311,6 +327,13 @@ class PartitionCore:
         journey.interventions += 1
         decided_at = now_ms if now_ms is not None else at
         command = build_command(fact, decision, decided_at)
+        if budgeted(decision, g):
+            command["cost"] = {
+                "bucket": decision.bucket,
+                "unit": decision.unit,
+                "day": budget_day(at, g.default_timezone),
+                "amount": decision.cost,
+            }
         if verdict.release_ms is not None:
             command["deferred_until"] = verdict.release_ms
             journey.deferred.append([verdict.release_ms, command])
