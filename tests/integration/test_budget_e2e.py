@@ -48,6 +48,7 @@ def test_two_workers_share_a_bucket_without_overspending(
     try:
         for w in workers:
             w.start()
+
         def split() -> bool:
             """Both workers ready, each owning some of the eight partitions."""
             try:
