@@ -119,6 +119,7 @@ class Journey:
         "pending",
         "prior",
         "seen",
+        "seen_min",
         "segment",
         "sent",
         "timezone",
@@ -137,6 +138,7 @@ class Journey:
         #: "o" outcomes)
         self.outbox: list[list[Any]] = []
         self.seen: dict[int, int] = {}
+        self.seen_min: int | None = None  # min(seen.values()), kept as events come and go
         self.prior = 0  # patterns detected for this shopper so far
         self.interventions = 0  # commands sent to this shopper so far
         self.views: list[int] = []  # product and cart views in the last day
@@ -163,6 +165,8 @@ class Journey:
     def on_item(self, ev: Event, timing: Timing) -> list[Fact]:
         """Take one event; return the facts it yields at once (cancel request, cross-sell)."""
         self.seen[event_key(ev.event_id)] = ev.ts
+        if self.seen_min is None or ev.ts < self.seen_min:
+            self.seen_min = ev.ts
         body = ev.body
         if body.get("segment") is not None:
             self.segment = body["segment"]
@@ -273,8 +277,8 @@ class Journey:
         starts.extend(c[C_START] for c in self.checkouts.values())
         starts.extend(o[O_SEEN] for o in self.orders.values())
         starts.extend(entry[0] for entry in self.sent)
-        if self.seen:
-            starts.append(min(self.seen.values()))
+        if self.seen_min is not None:
+            starts.append(self.seen_min)
         return min(starts) if starts else None
 
     def on_notify(
@@ -350,8 +354,9 @@ class Journey:
                 del table[key]
         if self.views and self.views[0] < before_ms:
             self.views = [t for t in self.views if t >= before_ms]
-        if self.seen and min(self.seen.values()) < before_ms:
+        if self.seen_min is not None and self.seen_min < before_ms:
             self.seen = {k: ts for k, ts in self.seen.items() if ts >= before_ms}
+            self.seen_min = min(self.seen.values()) if self.seen else None
         if self.sent and self.sent[0][0] < before_ms:
             self.sent = [e for e in self.sent if e[0] >= before_ms or e[3] > before_ms]
         if self.charges:  # a day's charges matter while the day can still be spent
@@ -659,4 +664,5 @@ class Journey:
         ) = snap
         journey.pending = [(c[0], c[1], c[2], c[3], c[4], tuple(c[5])) for c in pending]
         journey.seen = {int(k): ts for k, ts in seen}
+        journey.seen_min = min(journey.seen.values()) if journey.seen else None
         return journey
