@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from stream.config import ENV_PREFIX, Settings
 from stream.errors import GoldenflowError
+from stream.generate import generate_command
 from stream.replay.command import replay_command
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -469,8 +470,8 @@ def bench_memory(events: int, shoppers: int, first: int, out: Path, workdir: Pat
     )
 
 
+main.add_command(replay_command)
+main.add_command(generate_command)
+
 if __name__ == "__main__":
     main()
-
-
-main.add_command(replay_command)
