@@ -177,6 +177,13 @@ def worker(**values: Any) -> None:
     "--rate", "GOLDENFLOW_DEMO_RATE", 40.0, "new shoppers per wall-clock second", type=float
 )
 @env_option("--seed", "GOLDENFLOW_DEMO_SEED", 7, "traffic random seed", type=int)
+@env_option(
+    "--lift",
+    "GOLDENFLOW_DEMO_LIFT",
+    0.25,
+    "what an intervention adds to a shopper's chance of converting (the report measures it)",
+    type=float,
+)
 @RULES_DIR_OPTION
 @env_option(
     "--workdir",
@@ -186,7 +193,13 @@ def worker(**values: Any) -> None:
     type=click.Path(path_type=Path),
 )
 def demo(
-    duration: float | None, speed: float, rate: float, seed: int, rules_dir: Path, workdir: Path
+    duration: float | None,
+    speed: float,
+    rate: float,
+    seed: int,
+    lift: float,
+    rules_dir: Path,
+    workdir: Path,
 ) -> None:
     """Start the embedded broker, a worker and generated shoppers; show interventions live."""
     from stream.demo.runner import DemoOptions, run_demo
@@ -198,6 +211,7 @@ def demo(
                 speed=speed,
                 rate=rate,
                 seed=seed,
+                lift=lift,
                 rules_dir=rules_dir,
                 workdir=workdir,
             )
