@@ -52,6 +52,13 @@ class Worker:
             "GOLDENFLOW_WEB_PORT": str(s.web_port),
             "GOLDENFLOW_DATA_DIR": str(s.data_dir),
             "GOLDENFLOW_LATENESS_MS": str(s.lateness_ms),
+            "GOLDENFLOW_IDLE_MS": str(s.idle_ms),
+            "GOLDENFLOW_HORIZON_MS": str(s.horizon_ms),
+            "GOLDENFLOW_MAX_FUTURE_MS": str(s.max_future_ms),
+            "GOLDENFLOW_PARTITIONS": str(s.partitions),
+            "GOLDENFLOW_BATCH_MAX": str(s.batch_max),
+            "GOLDENFLOW_BATCH_WITHIN_MS": str(s.batch_within_ms),
+            "GOLDENFLOW_WEB_HOST": s.web_host,
         }
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
