@@ -52,6 +52,11 @@ def find_prometheus_tools() -> PrometheusTools | None:
 
 def install_prometheus() -> tuple[bool, str]:
     """``apt-get update`` then ``apt-get install -y prometheus``; (succeeded, output)."""
+    return install_debian_package("prometheus", 600)
+
+
+def install_debian_package(package: str, timeout_s: int) -> tuple[bool, str]:
+    """``apt-get update`` then ``apt-get install -y PACKAGE``; (succeeded, output)."""
     apt = shutil.which("apt-get")
     if apt is None:
         return False, "apt-get is not available on this machine"
@@ -62,10 +67,10 @@ def install_prometheus() -> tuple[bool, str]:
             return False, "installing packages needs root (or sudo)"
         prefix = [sudo, "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    output = []
+    output: list[str] = []
     for args, timeout in (
         (["update"], 300),
-        (["install", "-y", "--no-install-recommends", "prometheus"], 600),
+        (["install", "-y", "--no-install-recommends", package], timeout_s),
     ):
         try:
             done = subprocess.run(

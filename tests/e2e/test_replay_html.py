@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -37,6 +36,7 @@ from stream.replay.compare import compare
 from stream.replay.html import MAX_DWELL_CATEGORIES, write_html
 from stream.replay.plots import duration
 from stream.replay.run import ReplayResult, replay
+from tests.deploy.tools import install_debian_package
 from tests.helpers import REPO, RULES, T0, EventMaker, wait_until
 
 TAOBAO_EXCERPT = REPO / "tests" / "data" / "taobao_UserBehavior_excerpt.csv"
@@ -53,37 +53,8 @@ def find_chromium() -> str | None:
 
 
 def install_chromium() -> tuple[bool, str]:
-    """``apt-get update`` then ``apt-get install -y chromium``; (succeeded, output)."""
-    apt = shutil.which("apt-get")
-    if apt is None:
-        return False, "apt-get is not available on this machine"
-    prefix: list[str] = []
-    if os.geteuid() != 0:
-        sudo = shutil.which("sudo")
-        if sudo is None:
-            return False, "installing packages needs root (or sudo)"
-        prefix = [sudo, "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    output: list[str] = []
-    for args, timeout in (
-        (["update"], 300),
-        (["install", "-y", "--no-install-recommends", "chromium"], 900),
-    ):
-        try:
-            done = subprocess.run(
-                [*prefix, apt, *args],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return False, "\n".join([*output, f"apt-get {args[0]} timed out after {timeout}s"])
-        output.append(done.stdout + done.stderr)
-        if done.returncode != 0:
-            return False, "\n".join(output)
-    return True, "\n".join(output)
+    """``apt-get install -y chromium`` (Debian's); (succeeded, output)."""
+    return install_debian_package("chromium", 900)
 
 
 @dataclass
