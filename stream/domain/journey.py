@@ -24,7 +24,7 @@ from typing import Any
 
 from stream.domain import attribution
 from stream.domain.attribution import W_UNTIL
-from stream.domain.budget import budget_ordinal
+from stream.domain.budget import EPOCH_ORDINAL, budget_ordinal
 from stream.domain.events import Event
 from stream.domain.facts import Fact
 from stream.domain.timeutil import DAY, parse_ts
@@ -270,13 +270,18 @@ class Journey:
         oldest = self._oldest()
         if oldest is not None:
             times.append(oldest + horizon_ms)
+        # When _expire lets go of the rest: an intervention once past the horizon and no
+        # longer an active offer; a day's charges once that day is over the horizon.
+        times.extend(max(e[0] + horizon_ms, e[3]) for e in self.sent)
+        if self.charges:
+            last_day = max(c[2] for c in self.charges)
+            times.append((last_day + 2 - EPOCH_ORDINAL) * DAY + horizon_ms)
         return min(times) + 1 if times else None
 
     def _oldest(self) -> int | None:
         starts = [line[_START] for line in self.cart.values()]
         starts.extend(c[C_START] for c in self.checkouts.values())
         starts.extend(o[O_SEEN] for o in self.orders.values())
-        starts.extend(entry[0] for entry in self.sent)
         if self.seen_min is not None:
             starts.append(self.seen_min)
         return min(starts) if starts else None
@@ -314,7 +319,7 @@ class Journey:
         if self.deferred and self.deferred[0][0] < watermark_ms:
             released = [d for d in self.deferred if d[0] < watermark_ms]
             self.deferred = [d for d in self.deferred if d[0] >= watermark_ms]
-        self._expire(watermark_ms - horizon_ms)
+        self._expire(watermark_ms - horizon_ms, watermark_ms)
         return released
 
     def _window_end(self, decision_id: str) -> None:
@@ -347,7 +352,7 @@ class Journey:
                 best = (until, 4, watch[0])
         return best
 
-    def _expire(self, before_ms: int) -> None:
+    def _expire(self, before_ms: int, watermark_ms: int) -> None:
         """Drop whatever started before the horizon: state stays bounded."""
         for table, idx in ((self.cart, _START), (self.checkouts, C_START), (self.orders, O_SEEN)):
             for key in [k for k, v in table.items() if v[idx] < before_ms]:
@@ -358,7 +363,7 @@ class Journey:
             self.seen = {k: ts for k, ts in self.seen.items() if ts >= before_ms}
             self.seen_min = min(self.seen.values()) if self.seen else None
         if self.sent and self.sent[0][0] < before_ms:
-            self.sent = [e for e in self.sent if e[0] >= before_ms or e[3] > before_ms]
+            self.sent = [e for e in self.sent if e[0] >= before_ms or e[3] >= watermark_ms]
         if self.charges:  # a day's charges matter while the day can still be spent
             oldest_day = budget_ordinal(before_ms) - 1
             self.charges = [c for c in self.charges if c[2] >= oldest_day]

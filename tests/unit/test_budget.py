@@ -22,7 +22,8 @@ from stream.domain.budget import (
 )
 from stream.domain.engine import CoreConfig, PartitionCore
 from stream.domain.guardrails import Holdout
-from stream.domain.timeutil import MINUTE
+from stream.domain.journey import Journey
+from stream.domain.timeutil import HOUR, MINUTE
 from tests.helpers import RULES, T0, EventMaker, rec
 
 DAY1 = budget_day(T0)
@@ -308,3 +309,22 @@ def test_an_in_process_ledger_grants_at_once_and_never_parks() -> None:
     assert [d[2] for d in out.decisions] == ["emitted", "emitted", "emitted", "budget"]
     assert c.take_claims() == []
     assert c.parked == set()
+
+
+def test_a_journey_never_asks_for_a_watermark_already_passed() -> None:
+    """Kept state (an offer active past the horizon, a day's charges) must not make a
+    journey ask to be woken at a time the watermark already passed: it would be woken
+    again on every event of its partition."""
+    horizon = 7 * 24 * HOUR
+    journey = Journey("ann")
+    journey.sent = [[T0, "cart_stall", "journey", T0 + horizon + 5 * HOUR]]
+    journey.charges = [["fresh_food", "USD", budget_day(T0), 2.0]]
+    watermark = T0 + horizon + HOUR
+    while True:
+        journey.on_notify(watermark, horizon, lambda fact: None)
+        due = journey.notify_at(horizon)
+        if due is None:
+            break
+        assert due > watermark
+        watermark = due
+    assert journey.sent == [] and journey.charges == [] and journey.is_empty()
