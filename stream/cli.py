@@ -427,9 +427,139 @@ def import_olist(src: tuple[Path, ...], out: Path) -> None:
     run_import("olist", src, out)
 
 
-@main.group()
-def bench() -> None:
-    """Benchmarks on the embedded broker (figures go into docs/performance.md)."""
+@main.group(invoke_without_command=True)
+@env_option("--events", "GOLDENFLOW_BENCH_EVENTS", 200_000, "events to generate", type=int)
+@env_option("--shoppers", "GOLDENFLOW_BENCH_SHOPPERS", 10_000, "distinct shoppers", type=int)
+@env_option("--partitions", "GOLDENFLOW_BENCH_PARTITIONS", 8, "partitions of every topic", type=int)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="tiny sizes, no quix-streams or bytewax: a smoke test of the harness",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="write the result here  [default: <workdir>/<run>/bench.json]",
+)
+@env_option(
+    "--broker-url",
+    "GOLDENFLOW_BENCH_BROKER_URL",
+    None,
+    "a Kafka cluster to use (default: start the embedded broker on a free port)",
+)
+@env_option(
+    "--only",
+    "GOLDENFLOW_BENCH_ONLY",
+    None,
+    "comma-separated sections: passthrough,faust,peers,worker,replay,decide",
+)
+@env_option(
+    "--latency-seconds",
+    "GOLDENFLOW_BENCH_LATENCY_SECONDS",
+    None,
+    "length of the latency phase  [default: 30, quick: 6]",
+    type=float,
+)
+@env_option(
+    "--rate",
+    "GOLDENFLOW_BENCH_RATE",
+    None,
+    "background events/s during the latency phase  [default: 1000, quick: 500]",
+    type=float,
+)
+@env_option(
+    "--repeat",
+    "GOLDENFLOW_BENCH_REPEAT",
+    1,
+    "runs of each peer (pass-through, faust, quix, bytewax); the best one counts",
+    type=int,
+)
+@env_option(
+    "--replay-events",
+    "GOLDENFLOW_BENCH_REPLAY_EVENTS",
+    None,
+    "replay (and decide the facts of) only the first N events  [default: all]",
+    type=int,
+)
+@env_option(
+    "--quix-python",
+    "GOLDENFLOW_BENCH_QUIX_PYTHON",
+    None,
+    "python of a virtualenv with quixstreams and orjson (default: this one)",
+)
+@RULES_DIR_OPTION
+@env_option(
+    "--workdir",
+    "GOLDENFLOW_BENCH_WORKDIR",
+    Path(".bench"),
+    "logs of the broker, workers and peers",
+    type=click.Path(path_type=Path),
+)
+@click.pass_context
+def bench(
+    ctx: click.Context,
+    events: int,
+    shoppers: int,
+    partitions: int,
+    quick: bool,
+    json_path: Path | None,
+    broker_url: str | None,
+    only: str | None,
+    latency_seconds: float | None,
+    rate: float | None,
+    repeat: int,
+    replay_events: int | None,
+    quix_python: str | None,
+    rules_dir: Path,
+    workdir: Path,
+) -> None:
+    """Benchmarks (docs/performance.md). Without a subcommand: the standard benchmark.
+
+    Generated events go into the input topics up front; then the raw aiokafka
+    limit, faust, quix-streams and bytewax (if installed), one goldenflow worker
+    (events/s, start-up, memory, latency under load), replay and rule decisions
+    are measured on them, and the figures printed and written as JSON.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from stream.bench.render import print_result
+    from stream.bench.standard import SECTIONS, BenchOptions, run_bench
+
+    sections: tuple[str, ...] | None = None
+    if only:
+        sections = tuple(s.strip() for s in only.split(",") if s.strip())
+        unknown = sorted(set(sections) - set(SECTIONS))
+        if unknown:
+            raise click.UsageError(f"--only: unknown sections {unknown}; choose from {SECTIONS}")
+    common: dict[str, Any] = {
+        "broker_url": broker_url,
+        "rules_dir": rules_dir,
+        "workdir": workdir,
+        "quix_python": quix_python,
+        "latency_seconds": latency_seconds,
+        "rate": rate,
+        "sections": sections,
+        "replay_events": replay_events,
+        "repeat": repeat,
+        "out": json_path,
+    }
+    if quick:
+        opts = BenchOptions.quick_run(**common)
+    else:
+        opts = BenchOptions(
+            events=events,
+            shoppers=shoppers,
+            partitions=partitions,
+            **{k: v for k, v in common.items() if v is not None},
+        )
+    try:
+        doc, out = run_bench(opts, lambda line: click.echo(line, err=True))
+    except GoldenflowError as exc:
+        raise click.ClickException(str(exc)) from None
+    print_result(doc)
+    click.echo(f"wrote {out}")
 
 
 @bench.command("memory")

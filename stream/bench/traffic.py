@@ -9,13 +9,26 @@ import orjson
 
 from stream.domain.timeutil import DAY, format_ts
 
+DEVICES = ("ios", "android", "web")
 CATEGORIES = ("fresh_food", "books", "electronics.smartphone", "fashion.shoes", "mother_baby")
 
 
 def steady_events(
-    count: int, shoppers: int, start_ms: int, span_ms: int = 30 * DAY, seed: int = 1
+    count: int,
+    shoppers: int,
+    start_ms: int,
+    span_ms: int = 30 * DAY,
+    seed: int = 1,
+    id_prefix: str = "b",
+    context: bool = False,
 ) -> Iterator[tuple[str, bytes, bytes]]:
-    """``count`` events (kind, key, value) from ``shoppers`` shoppers, in time order."""
+    """``count`` events (kind, key, value) from ``shoppers`` shoppers, in time order.
+
+    Event ids are ``id_prefix`` + the event's index: give a second stream for the
+    same shoppers another prefix, or its events repeat ids and count as duplicates.
+    ``context`` adds what upstream events usually carry besides (session, device,
+    app version: ignored by the engine), which brings the mean event to ~200 bytes.
+    """
     rng = random.Random(seed)  # noqa: S311 - traffic, not secrets
     step = span_ms / count
     for i in range(count):
@@ -23,7 +36,11 @@ def steady_events(
         ts = start_ms + int(i * step)
         sku = f"k{rng.randrange(500)}"
         roll = rng.random()
-        body: dict[str, object] = {"event_id": f"b{i}", "user_id": user, "ts": format_ts(ts)}
+        body: dict[str, object] = {
+            "event_id": f"{id_prefix}{i}",
+            "user_id": user,
+            "ts": format_ts(ts),
+        }
         if roll < 0.40:
             kind = "cart"
             body.update(
@@ -61,4 +78,10 @@ def steady_events(
         else:
             kind = "cashier"
             body.update(type="payment_success", order_id=f"o-{user}")
+        if context:
+            body.update(
+                session_id=f"ss-{user}-{i // 7919:06d}",
+                device=DEVICES[i % len(DEVICES)],
+                app_version="7.12.3",
+            )
         yield kind, user.encode(), orjson.dumps(body)

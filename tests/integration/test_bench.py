@@ -1,0 +1,77 @@
+"""``goldenflow bench --quick``: a smoke test of the benchmark harness (no timing asserts)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream.bench.common import histogram_quantile, percentile
+from stream.bench.standard import REQUIRED_FIGURES, TARGETS
+from tests.helpers import RULES
+
+pytestmark = pytest.mark.integration
+CLI = [sys.executable, "-m", "stream.cli"]
+
+
+def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    done = subprocess.run(
+        [
+            *CLI,
+            "bench",
+            "--quick",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--rules-dir",
+            str(RULES),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    doc = orjson.loads(out.read_bytes())
+    assert doc["errors"] == {}, doc["errors"]
+    figures = doc["figures"]
+    for key in REQUIRED_FIGURES:
+        assert key in figures, f"{key} missing; figures: {sorted(figures)}"
+        value = figures[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
+    assert [t["figure"] for t in doc["targets"]] == [t[0] for t in TARGETS]
+    assert all(t["met"] in (True, False) for t in doc["targets"])
+    machine = doc["machine"]
+    assert machine["cores"] > 0 and machine["ram_bytes"] > 0 and machine["python"]
+    # quix-streams and bytewax are not part of the quick run
+    assert "quix_count_events_per_s" not in figures
+    assert doc["params"]["quick"] is True
+    assert "figures" in done.stdout and "targets" in done.stdout
+
+
+def test_bench_memory_is_still_a_subcommand() -> None:
+    done = subprocess.run(
+        [*CLI, "bench", "memory", "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and "--first" in done.stdout
+
+
+def test_histogram_quantile_interpolates_inside_the_bucket() -> None:
+    cumulative = {0.01: 50.0, 0.1: 90.0, 1.0: 100.0, math.inf: 100.0}
+    assert histogram_quantile(0.5, cumulative) == pytest.approx(0.01)
+    assert histogram_quantile(0.7, cumulative) == pytest.approx(0.055)
+    assert histogram_quantile(0.99, cumulative) == pytest.approx(0.91)
+    assert histogram_quantile(0.5, {0.1: 0.0, math.inf: 0.0}) is None
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([3.0], 0.99) == 3.0
