@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -24,6 +26,9 @@ MAX_MESSAGE_BYTES: Final = 256 * 1024
 MAX_TEXT: Final = 256
 MAX_ITEMS: Final = 500
 MAX_MONEY: Final = 1e9
+#: Latest time accepted in a timestamp field (9999-12-31T23:59:59.999Z): later ones
+#: cannot be shown as a date, nor stored as 64-bit milliseconds beyond it.
+MAX_TS_MS: Final = 253_402_300_799_999
 
 TOPIC_KINDS: Final = ("cart", "checkout", "cashier", "order")
 
@@ -61,7 +66,40 @@ def _qty(name: str, value: object) -> int:
 
 
 def _ts(name: str, value: object) -> int:
-    return parse_ts(value, name)
+    ms = parse_ts(value, name)
+    if ms > MAX_TS_MS:
+        raise InvalidEvent(
+            "bad_timestamp",
+            f"field {name!r} = {value!r} is after the year 9999; "
+            "send epoch milliseconds (not microseconds) or RFC 3339 text",
+        )
+    return ms
+
+
+@lru_cache(maxsize=1024)
+def _zone_unreadable(name: str) -> bool:
+    """True if looking ``name`` up in the time zone database fails with anything but
+    "not found" or "malformed" (it names a folder such as 'America', or is too long for
+    a file name). Those two are fine: where zones are used, such a name falls back to
+    the default zone."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+def _timezone(name: str, value: object) -> str:
+    text = _text(name, value)
+    if _zone_unreadable(text):
+        raise InvalidEvent(
+            "bad_value",
+            f"field {name!r} = {text[:40]!r} is not a time zone; "
+            "send an IANA name such as Asia/Shanghai",
+        )
+    return text
 
 
 def _items(name: str, value: object) -> list[dict[str, Any]]:
@@ -93,7 +131,7 @@ def _kind(value: object) -> str:
 
 
 # type -> (topic kind, required fields, optional fields)
-_OPTIONAL_ANY: Final[Mapping[str, Validator]] = {"segment": _text, "timezone": _text}
+_OPTIONAL_ANY: Final[Mapping[str, Validator]] = {"segment": _text, "timezone": _timezone}
 SCHEMA: Final[Mapping[str, tuple[str, Mapping[str, Validator], Mapping[str, Validator]]]] = {
     "detail_view": ("cart", {}, {"sku": _text, "category": _text, "price": _money}),
     "cart_add": ("cart", {"sku": _text, "category": _text, "price": _money}, {"qty": _qty}),
@@ -174,10 +212,12 @@ def validate(obj: dict[str, Any], topic_kind: str | None = None) -> Event:
         raise InvalidEvent("missing_field", "lacks required field 'type'")
     spec = SCHEMA.get(type_) if isinstance(type_, str) else None
     if spec is None:
-        shown = type_[:40] if isinstance(type_, str) else type_
+        # never the repr of a non-text value: it may be huge or nested past the
+        # interpreter's recursion limit
+        shown = repr(type_[:40]) if isinstance(type_, str) else f"of JSON kind {_kind(type_)}"
         raise InvalidEvent(
             "unknown_type",
-            f"unknown event type {shown!r}; expected one of: {', '.join(EVENT_TYPES)}",
+            f"unknown event type {shown}; expected one of: {', '.join(EVENT_TYPES)}",
         )
     kind, required, optional = spec
     if topic_kind is not None and kind != topic_kind:
@@ -190,7 +230,7 @@ def validate(obj: dict[str, Any], topic_kind: str | None = None) -> Event:
             raise InvalidEvent("missing_field", f"{type_} lacks required field {name!r}")
     event_id = _text("event_id", obj["event_id"])
     user_id = _text("user_id", obj["user_id"])
-    ts = parse_ts(obj["ts"])
+    ts = _ts("ts", obj["ts"])
     for name, check in required.items():
         if name not in obj:
             raise InvalidEvent("missing_field", f"{type_} lacks required field {name!r}")
