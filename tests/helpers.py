@@ -73,7 +73,9 @@ def core(
     )
 
 
-def rules_with_budgets(dest: Path, daily: float, *, order_free: bool = True) -> Path:
+def rules_with_budgets(
+    dest: Path, daily: float, *, order_free: bool = True, any_hour: bool = False
+) -> Path:
     """A copy of the shipped rules whose every budget is ``daily`` per unit.
 
     With a large budget and ``order_free``, every guardrail left depends on event time
@@ -89,5 +91,8 @@ def rules_with_budgets(dest: Path, daily: float, *, order_free: bool = True) -> 
     if order_free:
         data["caps"] = []
         data["stacking"]["enabled"] = False
+    if any_hour:  # tests on the wall clock: no quiet hours, no holdout, whatever the hour
+        data["quiet_hours"] = {}
+        data["holdout"] = {"share": 0.0}
     guard.write_text(yaml.safe_dump(data))
     return dest

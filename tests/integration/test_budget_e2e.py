@@ -28,7 +28,7 @@ DAILY = 40.0  # fresh_food coupons cost 2 USD: 20 of them a day, at most
 def test_two_workers_share_a_bucket_without_overspending(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    rules = rules_with_budgets(tmp_path / "rules", DAILY)
+    rules = rules_with_budgets(tmp_path / "rules", DAILY, any_hour=True)
     settings = isolated_settings(broker, rules_dir=rules, data_dir=tmp_path / "w0")
     workers = [
         Worker(settings, tmp_path / "w0.log"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from stream.config import Settings
 from stream.domain.timeutil import HOUR
-from tests.helpers import RULES, EventMaker, wait_until
+from tests.helpers import EventMaker, rules_with_budgets, wait_until
 from tests.integration.conftest import Worker, as_json, consume, produce
 
 pytestmark = pytest.mark.integration
@@ -45,8 +44,8 @@ def command_for(settings: Settings, user: str, seen: int) -> dict:
 def test_broken_rules_are_refused_and_the_next_valid_edit_applies(
     settings: Settings, tmp_path: Path
 ) -> None:
-    rules = tmp_path / "rules"
-    shutil.copytree(RULES, rules)
+    # wall-clock event times: no quiet hours or holdout to depend on the hour of the run
+    rules = rules_with_budgets(tmp_path / "rules", 1e12, order_free=False, any_hour=True)
     s = settings.model_copy(update={"rules_dir": rules})
     worker = Worker(s, tmp_path / "worker.log").start()
     try:
