@@ -38,6 +38,15 @@ class LedgerReader:
         self.after_batch = after_batch
         self.topic = ledger_topic(settings)
         self.read = 0
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def last_fetch_ms(self) -> int | None:
+        """Wall clock of the last fetch response for the ledger (it long-polls every
+        50 ms, assigned or not to any input partition: a steady sign of the brokers)."""
+        if self._consumer is None:
+            return None
+        stamp = self._consumer.last_poll_timestamp(TopicPartition(self.topic, 0))
+        return int(stamp) if stamp else None
 
     async def run(self) -> None:
         """Read and fold until cancelled (the worker runs this as a task)."""
@@ -51,6 +60,7 @@ class LedgerReader:
         try:
             tp = TopicPartition(self.topic, 0)
             consumer.assign([tp])
+            self._consumer = consumer
             await consumer.seek_to_beginning(tp)
             while True:
                 batches = await consumer.getmany(tp, timeout_ms=500)
@@ -67,6 +77,7 @@ class LedgerReader:
                 if batches:
                     await self.after_batch()
         finally:
+            self._consumer = None
             await consumer.stop()
 
 

@@ -131,6 +131,21 @@ class Metrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.broker_reachable = Gauge(
+            "goldenflow_broker_reachable",
+            "1 while a fetch response for an assigned input partition arrived within 6 s.",
+            registry=registry,
+        )
+        self.fetch_age = Gauge(
+            "goldenflow_fetch_age_seconds",
+            "Seconds since the newest fetch response on this worker's input partitions.",
+            registry=registry,
+        )
+        self.broker_outages = Counter(
+            "goldenflow_broker_outages_total",
+            "Times the brokers stopped answering this worker's fetches for over 6 s.",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "goldenflow_batch_events",
             "Events handed to the core per batch.",

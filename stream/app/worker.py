@@ -26,6 +26,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from stream.app.embedded import use_fetch_highwaters
+from stream.app.fetch_health import FetchHealth
 from stream.app.ledger import LedgerReader, claim_key, encode_claim, ledger_topic
 from stream.app.metrics import Metrics
 from stream.app.topics import changelog_topic
@@ -136,6 +137,7 @@ class Pipeline:
         self.last_offset: dict[TP, int] = {}  # last offset processed per input partition
         self.ready = False  # set once the first assignment's state is recovered
         self.dlq = settings.topic("dlq")
+        self.fetch_health = FetchHealth(app, self.kinds, metrics)
         metrics.ruleset_info.labels(rulebook.version).set(1)
         self._rules_seen = rules_fingerprint(settings.rules_dir)
 
@@ -308,7 +310,8 @@ class Pipeline:
             await self._publish(out, now)
 
     async def tick(self) -> None:
-        caught_up = {p: await self._caught_up(p) for p in list(self.cores)}
+        now = wall_ms()
+        caught_up = {p: await self._caught_up(p, now) for p in list(self.cores)}
         async with self.lock:
             now = wall_ms()
             out = StepOutput()
@@ -319,16 +322,22 @@ class Pipeline:
                     out.extend(core.retry_parked(now_ms=now))
             await self._publish(out, now)
 
-    async def _caught_up(self, partition: int) -> bool:
-        """True if every input topic of the partition has been read up to its high water.
+    async def _caught_up(self, partition: int, now_ms: int) -> bool:
+        """True if every input topic of the partition has been read up to its high water,
+        as a fetch response within the last few seconds gave it.
 
         The high water comes from fetch responses (right on every broker), and the
-        per-partition lag it gives is exported as a metric on the way.
+        per-partition lag it gives is exported as a metric on the way. A high water no
+        recent response confirmed (the broker cannot be reached) is not trusted: see
+        ``stream/app/fetch_health.py``.
         """
         consumer = self.app.consumer
         caught_up = True
         for topic in self.kinds:
             tp = TP(topic, partition)
+            if not self.fetch_health.fresh(tp, now_ms):
+                caught_up = False
+                continue
             highwater = consumer.highwater(tp)
             last = self.last_offset.get(tp)
             behind: int | None
@@ -474,13 +483,20 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
         async for events in stream.take_events(settings.batch_max, within=within):
             await pipeline.handle(events)
 
+    ledger = LedgerReader(settings, pipeline.on_claim, pipeline.after_ledger)
+
     @app.task
     async def read_ledger() -> None:
-        await LedgerReader(settings, pipeline.on_claim, pipeline.after_ledger).run()
+        await ledger.run()
 
     @app.timer(interval=0.5)
     async def advance_idle() -> None:
         await pipeline.tick()
+
+    @app.timer(interval=1.0)
+    async def watch_broker() -> None:
+        # not under the pipeline's lock: a batch may be waiting on the broker
+        pipeline.fetch_health.update(list(pipeline.cores), wall_ms(), ledger.last_fetch_ms())
 
     @app.timer(interval=1.0)
     async def watch_rules() -> None:

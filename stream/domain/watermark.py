@@ -28,7 +28,15 @@ class _Source:
 
 
 class Watermark:
-    __slots__ = ("_single", "_sources", "idle_ms", "last_event_wall_ms", "lateness_ms", "value")
+    __slots__ = (
+        "_single",
+        "_sources",
+        "caught_up_since",
+        "idle_ms",
+        "last_event_wall_ms",
+        "lateness_ms",
+        "value",
+    )
 
     def __init__(
         self,
@@ -41,6 +49,8 @@ class Watermark:
         self.idle_ms = idle_ms
         self.value: int | None = None
         self.last_event_wall_ms: int | None = None
+        #: wall clock since when the consumer has been caught up without a break
+        self.caught_up_since: int | None = None
         names = list(sources) if sources is not None else [""]
         self._single = sources is None
         self._sources = {name: _Source(start_wall_ms) for name in names}
@@ -103,16 +113,28 @@ class Watermark:
         """Live mode: mark silent sources idle and follow the wall clock when all are.
 
         ``caught_up`` says the consumer has read everything there is to read on this
-        partition's topics. Only then can silence mean a quiet topic rather than a
-        backlog still waiting behind other topics' records; otherwise nothing is
-        marked idle. Returns True if the watermark moved.
+        partition's topics, as a broker answered recently. Only then can silence mean a
+        quiet topic rather than a backlog still waiting behind other topics' records, or
+        behind a broker that cannot be reached; otherwise nothing is marked idle. Silence
+        counts from the later of a source's last event and the moment the consumer was
+        last found caught up after a break, so a backlog or an outage longer than
+        ``idle_ms`` does not make every topic idle the instant it ends (records held in
+        producers during an outage arrive just after it). Returns True if the watermark
+        moved.
         """
         before = self.value
         idle_ms = self.idle_ms
+        if not caught_up:
+            self.caught_up_since = None
+        elif self.caught_up_since is None:
+            self.caught_up_since = now_ms
+        since = self.caught_up_since
         all_idle = True
         for src in self._sources.values():
             last = src.last_wall_ms
-            src.idle = caught_up and last is not None and now_ms - last >= idle_ms
+            src.idle = (
+                since is not None and last is not None and now_ms - max(last, since) >= idle_ms
+            )
             all_idle = all_idle and src.idle
         self._recompute()
         last_event = self.last_event_wall_ms

@@ -253,8 +253,39 @@ def test_a_silent_topic_stops_holding_the_watermark_after_idle_ms() -> None:
     c.advance(now_ms=wall + 6 * SECOND, caught_up=False)
     assert c.step([rec(tick(ev, T0 + HOUR))], now_ms=wall + 6 * SECOND).commands == []
     assert c.watermark.value is None
-    out = c.advance(now_ms=wall + 7 * SECOND, caught_up=True)
+    # caught up again: silence counts from now, not from the last event
+    assert c.advance(now_ms=wall + 7 * SECOND, caught_up=True).commands == []
+    assert c.advance(now_ms=wall + 11 * SECOND, caught_up=True).commands == []
+    out = c.advance(now_ms=wall + 12 * SECOND, caught_up=True)
     assert [cmd["user_id"] for cmd in out.commands] == ["pia"]
+
+
+def test_an_outage_longer_than_idle_ms_does_not_make_the_topics_idle() -> None:
+    """While the broker cannot be reached the consumer is not caught up (its high
+    waters are stale); records producers held during the outage arrive just after it
+    and must not be late."""
+    ev = EventMaker()
+    wall = 1_800_000_000_000
+    base = core(CoreConfig(lateness_ms=MINUTE, idle_ms=5 * SECOND, sources=KINDS))
+    c = PartitionCore(0, base.timing, base.decider, base.config, now_ms=wall)
+    records = [rec(ev.add("pia", T0 + i * SECOND)) for i in range(3)]
+    item = [{"sku": "s", "category": "fresh_food", "price": 2.0}]
+    records += [
+        rec(ev("checkout_start", "x", T0, checkout_id="c", items=item)),
+        rec(ev("cashier_enter", "x", T0, order_id="o")),
+        rec(ev("order_paid", "x", T0, order_id="o")),
+    ]
+    c.step(records, now_ms=wall)
+    c.advance(now_ms=wall + SECOND, caught_up=True)
+    held = c.watermark.value
+    for t in range(2, 120):  # two minutes (longer than the lateness) without a fetch
+        c.advance(now_ms=wall + t * SECOND, caught_up=False)
+    assert c.watermark.value == held
+    c.advance(now_ms=wall + 120 * SECOND, caught_up=True)  # back, not yet delivered to
+    assert c.watermark.value == held
+    # what the producers held back arrives: the cart event of T0 + 10 s is not late
+    out = c.step([rec(ev.add("pia", T0 + 10 * SECOND))], now_ms=wall + 121 * SECOND)
+    assert out.dead_letters == []
 
 
 def test_topic_interleaving_does_not_change_what_fires() -> None:
