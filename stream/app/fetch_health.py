@@ -55,6 +55,9 @@ class FetchHealth:
         self.newest: int | None = None  # wall clock of the newest fetch response seen
         self.down_since: int | None = None  # wall clock of the last answer before an outage
         self.reachable = True
+        # nothing known before the first fetch response: no outage to report (a worker
+        # that cannot reach the brokers at start does not get ready: /ready says 503)
+        metrics.broker_reachable.set(1)
 
     def last_fetch_ms(self, tp: TP) -> int | None:
         consumer = aiokafka_consumer(self.app)

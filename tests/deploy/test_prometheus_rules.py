@@ -16,6 +16,7 @@ from tests.deploy.tools import (
 EXPECTED_ALERTS = {
     "GoldenflowWorkerDown",
     "GoldenflowConsumerLagGrowing",
+    "GoldenflowBrokerUnreachable",
     "GoldenflowDeadLetterRate",
     "GoldenflowRuleReloadFailing",
     "GoldenflowBudgetExhausted",
