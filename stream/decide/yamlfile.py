@@ -69,11 +69,11 @@ def parse_yaml(text: str, name: str) -> YamlDoc:
         node = loader.get_single_node()
         if node is None:
             return YamlDoc(name, None, {(): 1})
-        problems: list[RuleProblem] = []
-        lines: dict[Loc, int] = {}
-        _walk(node, (), lines, problems, name)
-        if problems:
-            raise RuleFileError(problems)
+        walker = _Walker(name)
+        walker.walk(node, ())
+        if walker.problems:
+            raise RuleFileError(walker.problems)
+        lines = walker.lines
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -82,31 +82,62 @@ def parse_yaml(text: str, name: str) -> YamlDoc:
         raise RuleFileError([RuleProblem(name, line, f"YAML syntax error: {what}")]) from None
     except yaml.YAMLError as exc:
         raise RuleFileError([RuleProblem(name, 1, f"YAML error: {exc}")]) from None
+    except RecursionError:  # the YAML parser recurses once per level of nesting
+        raise RuleFileError(
+            [RuleProblem(name, 1, "the YAML is nested too deeply (hundreds of levels)")]
+        ) from None
     finally:
         loader.dispose()
     return YamlDoc(name, data, lines)
 
 
-def _walk(
-    node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[RuleProblem], name: str
-) -> None:
-    lines[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                problems.append(
-                    RuleProblem(name, line, f"duplicate key {key!r} (first at line {seen[key]})")
-                )
-            seen[key] = line
-            lines[(*loc, key)] = line
-            _walk(value_node, (*loc, key), lines, problems, name)
-            lines[(*loc, key)] = line
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _walk(item, (*loc, i), lines, problems, name)
+#: Nodes a rule file may expand to, aliases counted at every use. The shipped files
+#: have a few hundred; a "billion laughs" file of a kilobyte would have billions.
+MAX_NODES = 100_000
+
+
+class _Walker:
+    """Records the line of every path, finds duplicate keys, and refuses files whose
+    aliases expand past :data:`MAX_NODES` before anything expands them."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lines: dict[Loc, int] = {}
+        self.problems: list[RuleProblem] = []
+        self.nodes = 0
+
+    def walk(self, node: yaml.Node, loc: Loc) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise RuleFileError(
+                [
+                    RuleProblem(
+                        self.name,
+                        node.start_mark.line + 1,
+                        f"the file expands to more than {MAX_NODES:,} YAML values "
+                        "(aliases of aliases?); write the values out or use fewer aliases",
+                    )
+                ]
+            )
+        self.lines[loc] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    self.problems.append(
+                        RuleProblem(
+                            self.name, line, f"duplicate key {key!r} (first at line {seen[key]})"
+                        )
+                    )
+                seen[key] = line
+                self.lines[(*loc, key)] = line
+                self.walk(value_node, (*loc, key))
+                self.lines[(*loc, key)] = line
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.walk(item, (*loc, i))
 
 
 def load_model(

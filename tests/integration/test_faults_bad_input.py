@@ -515,6 +515,7 @@ def mixed(valid: list[Message], bad: list[Message], rng: random.Random) -> list[
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(2400 if LONG else 600)
 def test_fuzz_through_a_worker_is_dead_lettered_and_changes_nothing_else(
     broker: EmbeddedBroker,
     tmp_path: Path,

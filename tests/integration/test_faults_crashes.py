@@ -51,9 +51,8 @@ from tests.integration.test_recovery import (
     traffic,
 )
 
-pytestmark = pytest.mark.integration
-
 LONG = os.environ.get("GOLDENFLOW_FAULTS", "").strip().lower() == "long"
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400 if LONG else 600)]
 SHOPPERS = 12_000 if LONG else 3_000
 ROUNDS = 10 if LONG else 3  # SIGKILL rounds
 CHUNK = 400  # messages per produce call; faults happen between chunks

@@ -2,8 +2,9 @@
 
 While traffic flows, the rules folder of a live worker receives, one at a time: a
 file of random bytes, a rule file cut off mid-line (a half-written copy), a second
-file reusing rule ids of another (a conflict), a schema-invalid file and an
-unparsable condition. Each is refused: the worker keeps running, the rules in force
+file reusing rule ids of another (a conflict), a schema-invalid file, an
+unparsable condition, a "billion laughs" file (aliases of aliases) and a file nested
+thousands of levels deep. Each is refused: the worker keeps running, the rules in force
 keep deciding (commands carry the old ``rule.ruleset_version``), the refusal is
 counted in ``goldenflow_rule_reload_failures_total`` and the log names the file and
 line. A valid edit afterwards is picked up.
@@ -34,6 +35,13 @@ from tests.helpers import RULES, wait_until
 from tests.integration.conftest import Worker, as_json, consume, produce
 
 pytestmark = pytest.mark.integration
+
+
+#: A few hundred bytes of YAML whose aliases of aliases stand for 9^9 values.
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [" + ", ".join([f"*{a}"] * 9) + "]\n"
+    for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
 
 
 def benign_traffic(settings: Settings, stop: threading.Event) -> Callable[[], int]:
@@ -159,6 +167,16 @@ def test_broken_rule_files_are_refused_during_traffic_and_a_valid_one_applies(
                 "bad condition",
                 lambda: cross.write_text(original.replace("amount >= 10", "amount >= 10 +")),
                 r"cross_sell\.rules\.yaml:9: ",
+            ),
+            (
+                "aliases expanding without end",
+                lambda: (rules / "zz.rules.yaml").write_text(LAUGHS),
+                r"zz\.rules\.yaml:\d+: the file expands to more than 100,000 YAML values",
+            ),
+            (
+                "nested thousands deep",
+                lambda: (rules / "zz.rules.yaml").write_text("a: " + "[" * 5000 + "]" * 5000),
+                r"zz\.rules\.yaml:1: the YAML is nested too deeply",
             ),
         ]
         failures = 0.0

@@ -203,9 +203,8 @@ def test_web_pages_bind_to_web_host_and_show_no_user_ids(
 
 @pytest.mark.integration
 def test_a_configured_web_host_is_the_only_address_served(
-    broker: EmbeddedBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("GOLDENFLOW_WEB_HOST", "127.0.0.2")
     settings = isolated_settings(broker, data_dir=tmp_path / "w0", web_host="127.0.0.2")
     worker = Worker(settings, tmp_path / "worker.log").start()
     try:

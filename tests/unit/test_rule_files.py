@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from stream.cli import main
 from stream.decide.rulebook import load_rulebook
+from stream.decide.yamlfile import parse_yaml
 from stream.errors import RuleFileError
 from tests.helpers import RULES
 
@@ -220,3 +221,36 @@ def test_kill_switch_and_shadow_mode_decide_but_send_nothing(
     assert [f.pattern for f in out.facts] == ["checkout_abandon"]
     assert out.commands == []
     assert out.decisions == [("checkout_abandon", "checkout_abandon.reminder", result)]
+
+
+def test_aliases_that_expand_without_end_are_refused_quickly(rules: Path) -> None:
+    """A "billion laughs" file (a few hundred bytes of aliases of aliases) is refused
+    before anything expands it; the old rules would keep deciding."""
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        prev, name = chr(96 + i), chr(97 + i)
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    path = rules / "laughs.rules.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size < 500
+    with pytest.raises(RuleFileError) as caught:
+        load_rulebook(rules)
+    [problem] = caught.value.problems
+    assert Path(problem.path).name == "laughs.rules.yaml"
+    assert "expands to more than 100,000 YAML values" in problem.message
+
+
+def test_a_few_aliases_are_fine(rules: Path) -> None:
+    doc = parse_yaml("base: &b {max_per_day: 2}\nother: *b\n", "f.yaml")
+    assert doc.data == {"base": {"max_per_day": 2}, "other": {"max_per_day": 2}}
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_nesting_hundreds_deep_is_refused_not_a_crash(rules: Path, depth: int) -> None:
+    path = rules / "deep.rules.yaml"
+    path.write_text("ruleset: " + "[" * depth + "]" * depth + "\n")
+    with pytest.raises(RuleFileError) as caught:
+        load_rulebook(rules)
+    assert [p.message for p in caught.value.problems] == [
+        "the YAML is nested too deeply (hundreds of levels)"
+    ]
