@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     )
 
     # -- the worker process -------------------------------------------------------------
+    standby_replicas: int = Field(
+        1,
+        ge=0,
+        le=3,
+        description="warm copies of each partition's journeys kept by other workers "
+        "(faster failover; each copy reads that partition's changelog)",
+    )
     web_host: str = Field("127.0.0.1", description="address of /metrics and /health")
     web_port: int = Field(6066, ge=0, le=65535, description="port of /metrics and /health")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")

@@ -62,6 +62,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "consumer_auto_offset_reset": "earliest",
+        "table_standby_replicas": settings.standby_replicas,
         "producer_linger": 0.005,
         "web_enabled": True,
         "web_host": settings.web_host,

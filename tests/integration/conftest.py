@@ -59,6 +59,7 @@ class Worker:
             "GOLDENFLOW_BATCH_MAX": str(s.batch_max),
             "GOLDENFLOW_BATCH_WITHIN_MS": str(s.batch_within_ms),
             "GOLDENFLOW_WEB_HOST": s.web_host,
+            "GOLDENFLOW_STANDBY_REPLICAS": str(s.standby_replicas),
         }
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(

@@ -164,6 +164,9 @@ def diagnose(settings: Settings, workers: list[Worker], expected: set[str], got:
             f"duplicates={w.metric('goldenflow_duplicate_events_total')} "
             f"health={w.get('/health').decode()}"
         )
+        text = w.log.read_text(errors="replace")
+        if "Traceback" in text:  # the last one, whatever raised it
+            lines.append(text[text.rindex("Traceback") - 300 :][:3000])
         for name, value in series(w).items():
             found = re.match(
                 r'goldenflow_faust_messages_received_per_topics_partition\{partition="(\d+)",'
