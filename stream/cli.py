@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 import click
 from pydantic import ValidationError
 
+from stream.cli_options import env_option
 from stream.config import ENV_PREFIX, Settings
 from stream.errors import GoldenflowError
 from stream.generate import generate_command
@@ -43,19 +44,6 @@ def settings_options(*names: str) -> Callable[[F], F]:
         return func
 
     return decorate
-
-
-def env_option(flag: str, envvar: str, default: Any, help: str, **kwargs: Any) -> Any:
-    """A ``--flag`` backed by an environment variable, both shown in --help."""
-    return click.option(
-        flag,
-        default=default,
-        envvar=envvar,
-        show_envvar=True,
-        show_default=default is not None,
-        help=help,
-        **kwargs,
-    )
 
 
 RULES_DIR_OPTION = env_option(

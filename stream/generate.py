@@ -30,6 +30,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
+from stream.cli_options import env_option, rules_option
 from stream.config import Settings
 from stream.decide.rulebook import RuleBook, load_rulebook
 from stream.demo.traffic import ShopperSim, check_lift
@@ -200,126 +201,95 @@ async def to_kafka(
 
 
 @click.command("generate")
-@click.option(
+@env_option(
     "--out",
+    "GOLDENFLOW_GENERATE_OUT",
+    None,
+    "write a JSONL log (.gz compresses) instead of producing to Kafka",
     type=click.Path(path_type=Path),
-    default=None,
-    envvar="GOLDENFLOW_GENERATE_OUT",
-    show_envvar=True,
-    help="write a JSONL log (.gz compresses) instead of producing to Kafka",
 )
-@click.option(
+@env_option(
     "--shoppers",
+    "GOLDENFLOW_GENERATE_SHOPPERS",
+    10_000,
+    "shoppers who arrive (file mode)",
     type=int,
-    default=10_000,
-    show_default=True,
-    envvar="GOLDENFLOW_GENERATE_SHOPPERS",
-    show_envvar=True,
-    help="shoppers who arrive (file mode)",
 )
-@click.option(
+@env_option(
     "--days",
+    "GOLDENFLOW_GENERATE_DAYS",
+    1.0,
+    "event-time span of the arrivals (file mode)",
     type=float,
-    default=1.0,
-    show_default=True,
-    envvar="GOLDENFLOW_GENERATE_DAYS",
-    show_envvar=True,
-    help="event-time span of the arrivals (file mode)",
 )
-@click.option(
+@env_option(
     "--start",
-    "start",
-    default="2025-11-24T00:00:00Z",
-    show_default=True,
-    envvar="GOLDENFLOW_GENERATE_START",
-    show_envvar=True,
-    help="event time of the first day",
+    "GOLDENFLOW_GENERATE_START",
+    "2025-11-24T00:00:00Z",
+    "event time of the first day",
+    dest="start",
 )
-@click.option(
+@env_option(
     "--seed",
+    "GOLDENFLOW_GENERATE_SEED",
+    1,
+    "same seed and rules, same log",
     type=int,
-    default=1,
-    show_default=True,
-    envvar="GOLDENFLOW_GENERATE_SEED",
-    show_envvar=True,
-    help="same seed and rules, same log",
 )
-@click.option(
+@env_option(
     "--lift",
+    "GOLDENFLOW_GENERATE_LIFT",
+    0.25,
+    "added conversion chance of a shopper who got a command",
     type=float,
-    default=0.25,
-    show_default=True,
-    envvar="GOLDENFLOW_GENERATE_LIFT",
-    show_envvar=True,
-    help="added conversion chance of a shopper who got a command",
 )
-@click.option(
+@env_option(
     "--promo-day",
+    "GOLDENFLOW_GENERATE_PROMO_DAY",
+    None,
+    "0-based day with a promotion spike (3x arrivals)",
     type=int,
-    default=None,
-    envvar="GOLDENFLOW_GENERATE_PROMO_DAY",
-    show_envvar=True,
-    help="0-based day with a promotion spike (3x arrivals)",
 )
-@click.option(
+@env_option(
     "--utc-offset",
+    "GOLDENFLOW_GENERATE_UTC_OFFSET",
+    0,
+    "the shop's UTC offset in hours (daily rhythm)",
     type=int,
-    default=0,
-    show_default=True,
-    envvar="GOLDENFLOW_GENERATE_UTC_OFFSET",
-    show_envvar=True,
-    help="the shop's UTC offset in hours (daily rhythm)",
 )
-@click.option(
+@env_option(
     "--malformed-share",
+    "GOLDENFLOW_GENERATE_MALFORMED_SHARE",
+    0.0,
+    "share of visits that also send a malformed message",
     type=float,
-    default=0.0,
-    show_default=True,
-    envvar="GOLDENFLOW_GENERATE_MALFORMED_SHARE",
-    show_envvar=True,
-    help="share of visits that also send a malformed message",
 )
-@click.option(
-    "--rules",
-    "rules_dir",
-    type=click.Path(path_type=Path),
-    default=Path("rules"),
-    envvar="GOLDENFLOW_RULES_DIR",
-    show_envvar=True,
-    show_default=True,
-    help="rule files: timing for the shoppers, decisions for their responses",
-)
-@click.option(
+@rules_option("rule files: timing for the shoppers, decisions for their responses")
+@env_option(
     "--rate",
+    "GOLDENFLOW_GENERATE_RATE",
+    1000.0,
+    "Kafka mode: events per second, about",
     type=float,
-    default=1000.0,
-    show_default=True,
-    envvar="GOLDENFLOW_GENERATE_RATE",
-    show_envvar=True,
-    help="Kafka mode: events per second, about",
 )
-@click.option(
+@env_option(
     "--duration",
+    "GOLDENFLOW_GENERATE_DURATION",
+    60.0,
+    "Kafka mode: seconds to run",
     type=float,
-    default=60.0,
-    show_default=True,
-    envvar="GOLDENFLOW_GENERATE_DURATION",
-    show_envvar=True,
-    help="Kafka mode: seconds to run",
 )
-@click.option(
+@env_option(
     "--broker-url",
-    default=None,
-    envvar="GOLDENFLOW_BROKER_URL",
-    show_envvar=True,
-    help="Kafka mode: bootstrap servers",
+    "GOLDENFLOW_BROKER_URL",
+    None,
+    "Kafka mode: bootstrap servers",
 )
-@click.option(
+@env_option(
     "--topic-prefix",
-    default=None,
-    envvar="GOLDENFLOW_TOPIC_PREFIX",
-    show_envvar=True,
-    help="Kafka mode: topics are <prefix>.cart, ...",
+    "GOLDENFLOW_TOPIC_PREFIX",
+    None,
+    "Kafka mode: topics are <prefix>.cart, ...",
 )
 def generate_command(
     out: Path | None,

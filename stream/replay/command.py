@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stream.cli_options import env_option, rules_option
 from stream.decide.rulebook import load_rulebook
 from stream.errors import GoldenflowError
 from stream.replay.compare import compare
@@ -90,24 +91,14 @@ def _compare_table(doc: dict[str, Any]) -> Table:
 
 @click.command("replay")
 @click.argument("events", type=click.Path(path_type=Path))
-@click.option(
-    "--rules",
-    "rules_dir",
-    type=click.Path(path_type=Path),
-    default=Path("rules"),
-    envvar="GOLDENFLOW_RULES_DIR",
-    show_envvar=True,
-    show_default=True,
-    help="folder of rule files",
-)
-@click.option(
+@rules_option()
+@env_option(
     "--out",
-    "out_dir",
+    "GOLDENFLOW_REPLAY_OUT",
+    None,
+    "write interventions.jsonl, outcomes.jsonl, dead_letters.jsonl, summary.json here",
+    dest="out_dir",
     type=click.Path(path_type=Path),
-    default=None,
-    envvar="GOLDENFLOW_REPLAY_OUT",
-    show_envvar=True,
-    help="write interventions.jsonl, outcomes.jsonl, dead_letters.jsonl, summary.json here",
 )
 @click.option(
     "--compare",
@@ -117,23 +108,20 @@ def _compare_table(doc: dict[str, Any]) -> Table:
     default=None,
     help="replay with two rule folders (RULES_A RULES_B) and compare",
 )
-@click.option(
+@env_option(
     "--html",
-    "html_file",
+    "GOLDENFLOW_REPLAY_HTML",
+    None,
+    "also write a self-contained HTML report with plots",
+    dest="html_file",
     type=click.Path(path_type=Path),
-    default=None,
-    envvar="GOLDENFLOW_REPLAY_HTML",
-    show_envvar=True,
-    help="also write a self-contained HTML report with plots",
 )
-@click.option(
+@env_option(
     "--lateness-ms",
+    "GOLDENFLOW_LATENESS_MS",
+    30_000,
+    "allowed event-time lateness (a log out of order by more is dead-lettered)",
     type=int,
-    default=30_000,
-    envvar="GOLDENFLOW_LATENESS_MS",
-    show_envvar=True,
-    show_default=True,
-    help="allowed event-time lateness (a log out of order by more is dead-lettered)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def replay_command(
