@@ -42,6 +42,8 @@ COLUMNS: Final = (
 #: Category of products whose category_code is empty (about a third of rows).
 UNCATEGORIZED: Final = "uncategorized"
 MAX_PRICE: Final = 1e9
+#: event_type values that become one goldenflow event of the same fields
+ONE_EVENT: Final = {"view": "detail_view", "remove_from_cart": "cart_remove"}
 
 
 def read(sources: Iterable[Path], stats: Stats) -> Iterator[list[Event]]:
@@ -100,23 +102,10 @@ def _events(row: list[str], col: dict[str, int], clock: _Clock, stats: Stats) ->
         category = UNCATEGORIZED
     session = row[col["user_session"]].strip() or None
     rid = row_id(DATASET, *row)
-    if kind == "view":
+    if kind in ONE_EVENT:
         return [
             event(
-                "detail_view",
-                rid,
-                user_id,
-                ts,
-                sku=sku,
-                category=category,
-                price=price,
-                session=session,
-            )
-        ]
-    if kind == "remove_from_cart":
-        return [
-            event(
-                "cart_remove",
+                ONE_EVENT[kind],
                 rid,
                 user_id,
                 ts,
