@@ -40,8 +40,8 @@ async def fetch_highwaters(settings: Settings, tps: list[Any], timeout: float = 
         max_partition_fetch_bytes=1024,
         fetch_max_wait_ms=50,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         wanted = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
         consumer.assign(list(wanted))
         for tp in wanted:

@@ -29,6 +29,7 @@ from stream.app.embedded import use_fetch_highwaters
 from stream.app.fetch_health import FetchHealth
 from stream.app.ledger import LedgerReader, claim_key, encode_claim, ledger_topic
 from stream.app.metrics import Metrics
+from stream.app.recovery_wait import wait_out_outages
 from stream.app.topics import changelog_topic
 from stream.config import Settings
 from stream.decide.rulebook import RuleBook, load_rulebook, rules_fingerprint
@@ -460,6 +461,7 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
     app = faust.App(settings.app_id, **faust_options(settings))
     if settings.profile == "embedded":
         use_fetch_highwaters(app, settings)  # see stream/app/embedded.py
+    wait_out_outages(app)  # see stream/app/recovery_wait.py
     setup_prometheus_sensors(
         app, pattern="/metrics", registry=registry, name_prefix="goldenflow_faust"
     )

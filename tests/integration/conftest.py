@@ -102,7 +102,12 @@ class Worker:
             return None
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:  # leave no worker behind, then say so
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+                raise
         return self.proc.returncode
 
 
@@ -176,6 +181,37 @@ async def consume(
     finally:
         await consumer.stop()
     return records
+
+
+async def consume_to_end(settings: Settings, kind: str, *, timeout: float = 60.0) -> list[Any]:
+    """Every record the topic holds: read from the start until every partition's
+    position reaches the high water of a fetch response (right on every broker)."""
+    consumer = AIOKafkaConsumer(
+        settings.topic(kind),
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for recs in batch.values():
+                records.extend(recs)
+            tps = consumer.assignment()
+            if batch or not tps:
+                continue
+            behind = 0
+            for tp in tps:
+                end = consumer.highwater(tp)
+                behind += 1 if end is None or await consumer.position(tp) < end else 0
+            if not behind:
+                return records
+    finally:
+        await consumer.stop()
+    raise AssertionError(f"{settings.topic(kind)} not read to its end in {timeout} s")
 
 
 def as_json(records: list[Any]) -> list[dict[str, Any]]:
