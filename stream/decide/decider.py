@@ -116,6 +116,8 @@ class RulesDecider:
         self.version = version
         self.intent = intent
         self.rules = {rule.id: rule for rule in rules}
+        #: the fields each rule's condition reads (shown in every explanation)
+        self.reads = {rule.id: tuple(fields(rule.condition)) for rule in rules}
         self.matchers: dict[str, RuleMatcher] = {}
         for pattern in PATTERNS:
             applicable = {r.id: r.condition for r in rules if r.pattern in (None, pattern)}
@@ -152,7 +154,7 @@ class RulesDecider:
             "ruleset_version": self.version,
             "priority": winner.priority,
             "when": winner.when,
-            "read": {name: values.get(name) for name in fields(winner.condition)},
+            "read": {name: values.get(name) for name in self.reads[winner.id]},
             "intent": {"score": values["intent"], "contributions": values["intent_contributions"]},
             "also_matched": [r.id for r in ordered[1:]],
             "mode": mode,
