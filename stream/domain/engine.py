@@ -31,6 +31,7 @@ from stream.domain.facts import (
 from stream.domain.guard import budgeted, judge, offer_scope
 from stream.domain.guardrails import Guardrails
 from stream.domain.journey import Journey
+from stream.domain.store import JourneyStore, encode_snapshot
 from stream.domain.timing import Timing
 from stream.domain.watermark import Watermark
 from stream.errors import InvalidEvent
@@ -129,7 +130,8 @@ class PartitionCore:
         if ledger is None:
             ledger = LedgerFold(g.buckets, config.partitions, g.slice_share)
         self.budget = PartitionBudget(partition, ledger, sync=sync, origin=config.origin)
-        self.journeys: dict[str, Journey] = {}
+        #: live while in use, snapshot bytes from the checkpoint on (stream.domain.store)
+        self.journeys = JourneyStore()
         self.deadlines = DeadlineIndex()
         self.watermark = Watermark(config.lateness_ms, config.sources, config.idle_ms, now_ms)
         self.dirty: set[str] = set()
@@ -348,16 +350,25 @@ class PartitionCore:
     # -- state ----------------------------------------------------------------------
 
     def take_dirty(self) -> list[tuple[str, bytes | None]]:
-        """Snapshots of the journeys changed since the last call (None: delete)."""
+        """Snapshots of the journeys changed since the last call (None: delete).
+
+        From here on each journey rests as the bytes returned (see
+        :class:`~stream.domain.store.JourneyStore`) until the core reads it again.
+        """
+        journeys = self.journeys
         changed: list[tuple[str, bytes | None]] = []
         for user in self.dirty:
-            journey = self.journeys.get(user)
+            journey = journeys.get(user)
             if journey is None or journey.is_empty():
-                self.journeys.pop(user, None)
+                journeys.pop(user, None)
                 changed.append((user, None))
             else:
-                changed.append((user, orjson.dumps(journey.snapshot())))
+                snap = encode_snapshot(journey)
+                changed.append((user, snap))
+                journeys.rest(user, snap)
         self.dirty.clear()
+        for user in journeys.live():  # read but left unchanged (a duplicate event)
+            journeys.rest(user, encode_snapshot(journeys[user]))
         return changed
 
     def take_watermark(self) -> bytes | None:
@@ -410,7 +421,7 @@ class PartitionCore:
         charges: list[tuple[str, str, int, float]] = []
         for user, raw in snapshots:
             journey = Journey.from_snapshot(user, orjson.loads(raw))
-            self.journeys[user] = journey
+            self.journeys.rest(user, raw)
             self.deadlines.schedule(user, journey.notify_at(self.config.horizon_ms))
             if journey.outbox:
                 undelivered.extend((code, record) for code, record in journey.outbox)
