@@ -30,7 +30,7 @@ from stream.domain.facts import (
 )
 from stream.domain.guard import budgeted, judge, offer_scope
 from stream.domain.guardrails import Guardrails
-from stream.domain.journey import Journey
+from stream.domain.journey import Journey, event_key
 from stream.domain.store import JourneyStore, encode_snapshot
 from stream.domain.timing import Timing
 from stream.domain.watermark import Watermark
@@ -169,7 +169,8 @@ class PartitionCore:
                 )
                 continue
             journey = self.journeys.get(ev.user_id)
-            if journey is not None and journey.is_duplicate(ev):
+            key = event_key(ev.event_id)
+            if journey is not None and journey.is_duplicate(ev, key):
                 out.duplicates += 1
                 continue
             if wm.is_late(ev.ts):
@@ -185,13 +186,19 @@ class PartitionCore:
             out.events_by_type[ev.type] += 1
             if journey is None:
                 journey = self.journeys[ev.user_id] = Journey(ev.user_id)
-            self._apply(journey, ev, rec, out, now_ms)
+            self._apply(journey, ev, key, rec, out, now_ms)
         return out
 
     def _apply(
-        self, journey: Journey, ev: Event, rec: Record, out: StepOutput, now_ms: int | None
+        self,
+        journey: Journey,
+        ev: Event,
+        key: int,
+        rec: Record,
+        out: StepOutput,
+        now_ms: int | None,
     ) -> None:
-        facts = journey.on_item(ev, self.timing)
+        facts = journey.on_item(ev, self.timing, key)
         if facts and rec.timestamp_ms is not None:
             facts = [replace(f, received_ms=rec.timestamp_ms) for f in facts]
         self._after_change(journey)

@@ -161,12 +161,16 @@ class Journey:
 
     # -- taking events ------------------------------------------------------------
 
-    def is_duplicate(self, ev: Event) -> bool:
-        return event_key(ev.event_id) in self.seen
+    def is_duplicate(self, ev: Event, key: int | None = None) -> bool:
+        """Seen within the horizon? ``key``: the event's :func:`event_key`, if known."""
+        return (event_key(ev.event_id) if key is None else key) in self.seen
 
-    def on_item(self, ev: Event, timing: Timing) -> list[Fact]:
-        """Take one event; return the facts it yields at once (cancel request, cross-sell)."""
-        self.seen[event_key(ev.event_id)] = ev.ts
+    def on_item(self, ev: Event, timing: Timing, key: int | None = None) -> list[Fact]:
+        """Take one event; return the facts it yields at once (cancel request, cross-sell).
+
+        ``key``: the event's :func:`event_key`, if the caller computed it already.
+        """
+        self.seen[event_key(ev.event_id) if key is None else key] = ev.ts
         if self.seen_min is None or ev.ts < self.seen_min:
             self.seen_min = ev.ts
         body = ev.body
@@ -664,7 +668,11 @@ class Journey:
                 checkout.extend([[]][len(checkout) - 6 :])
         if not snap or snap[0] != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported journey snapshot version {snap[:1]!r}")
-        journey = cls(user_id)
+        # Every attribute is set below: skip __init__'s empty containers (this runs each
+        # time a journey at rest is read again).
+        journey = cls.__new__(cls)
+        journey.user_id = user_id
+        journey.outcomes = []
         (
             _,
             journey.cart,
@@ -685,6 +693,8 @@ class Journey:
             journey.parked,
         ) = snap
         journey.pending = [(c[0], c[1], c[2], c[3], c[4], tuple(c[5])) for c in pending]
-        journey.seen = {int(k): ts for k, ts in seen}
+        journey.seen = dict(seen)
+        if seen and type(seen[0][0]) is not int:  # keys written as text
+            journey.seen = {int(k): ts for k, ts in seen}
         journey.seen_min = min(journey.seen.values()) if journey.seen else None
         return journey
