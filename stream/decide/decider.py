@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -80,13 +80,16 @@ class IntentModel:
             "views_24h": _num(fact.get("views_24h")),
         }
 
+    @cached_property
+    def _active(self) -> tuple[tuple[str, float], ...]:
+        """(feature, weight) of the weights that count, in the order of ``weights``."""
+        return tuple((name, weight) for name, weight in self.weights.items() if weight)
+
     def score(self, fact: Mapping[str, Any]) -> tuple[float, dict[str, float]]:
         """Score in [0, 1] (logistic) and each feature's contribution to the logit."""
         values = self.features(fact)
         contributions = {
-            name: round(weight * values.get(name, 0.0), 4)
-            for name, weight in self.weights.items()
-            if weight
+            name: round(weight * values.get(name, 0.0), 4) for name, weight in self._active
         }
         logit = self.bias + sum(contributions.values())
         return round(1 / (1 + math.exp(-max(min(logit, 60), -60))), 4), contributions
