@@ -107,6 +107,15 @@ def _cats(items: Any) -> list[str]:
     return cats
 
 
+def _drop_started_before(table: dict[str, list[Any]], idx: int, before_ms: int) -> None:
+    """Remove the entries whose start (at ``idx``) is before ``before_ms``."""
+    for entry in table.values():
+        if entry[idx] < before_ms:
+            for key in [k for k, v in table.items() if v[idx] < before_ms]:
+                del table[key]
+            return
+
+
 class Journey:
     __slots__ = (
         "cart",
@@ -373,10 +382,13 @@ class Journey:
 
     def _expire(self, before_ms: int, watermark_ms: int) -> None:
         """Drop whatever started before the horizon: state stays bounded."""
-        for table, idx in ((self.cart, _START), (self.checkouts, C_START), (self.orders, O_SEEN)):
-            if table:
-                for key in [k for k, v in table.items() if v[idx] < before_ms]:
-                    del table[key]
+        # Called at every notification: look before building anything.
+        if self.cart:
+            _drop_started_before(self.cart, _START, before_ms)
+        if self.checkouts:
+            _drop_started_before(self.checkouts, C_START, before_ms)
+        if self.orders:
+            _drop_started_before(self.orders, O_SEEN, before_ms)
         if self.views and self.views[0] < before_ms:
             self.views = [t for t in self.views if t >= before_ms]
         if self.seen_min is not None and self.seen_min < before_ms:
