@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -80,13 +80,16 @@ class IntentModel:
             "views_24h": _num(fact.get("views_24h")),
         }
 
+    @cached_property
+    def _active(self) -> tuple[tuple[str, float], ...]:
+        """(feature, weight) of the weights that count, in the order of ``weights``."""
+        return tuple((name, weight) for name, weight in self.weights.items() if weight)
+
     def score(self, fact: Mapping[str, Any]) -> tuple[float, dict[str, float]]:
         """Score in [0, 1] (logistic) and each feature's contribution to the logit."""
         values = self.features(fact)
         contributions = {
-            name: round(weight * values.get(name, 0.0), 4)
-            for name, weight in self.weights.items()
-            if weight
+            name: round(weight * values.get(name, 0.0), 4) for name, weight in self._active
         }
         logit = self.bias + sum(contributions.values())
         return round(1 / (1 + math.exp(-max(min(logit, 60), -60))), 4), contributions
@@ -116,6 +119,8 @@ class RulesDecider:
         self.version = version
         self.intent = intent
         self.rules = {rule.id: rule for rule in rules}
+        #: the fields each rule's condition reads (shown in every explanation)
+        self.reads = {rule.id: tuple(fields(rule.condition)) for rule in rules}
         self.matchers: dict[str, RuleMatcher] = {}
         for pattern in PATTERNS:
             applicable = {r.id: r.condition for r in rules if r.pattern in (None, pattern)}
@@ -152,7 +157,7 @@ class RulesDecider:
             "ruleset_version": self.version,
             "priority": winner.priority,
             "when": winner.when,
-            "read": {name: values.get(name) for name in fields(winner.condition)},
+            "read": {name: values.get(name) for name in self.reads[winner.id]},
             "intent": {"score": values["intent"], "contributions": values["intent_contributions"]},
             "also_matched": [r.id for r in ordered[1:]],
             "mode": mode,

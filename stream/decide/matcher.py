@@ -6,6 +6,12 @@ compiled into one durable-rules ruleset; :meth:`RuleMatcher.match` asserts a fac
 the session's state so the engine holds nothing between evaluations (its C
 engine keeps at most 1,024 live sessions).
 
+The matcher drives durable-rules' engine (``durable_rules_engine``) through the
+same calls its Python host makes for a fact (assert, start each action, update
+the state, complete the action, delete the state), without the host's per-action
+closures and repeated JSON round trips: the engine decides, the Python layer only
+reads which rules' actions it started.
+
 The compiled form keeps to the operators that behave the same everywhere in the
 engine (equality, ``$lt``/``$lte``/``$gt``/``$gte``, ``$and``/``$or``): negation is
 pushed down to the atoms, ``!=`` becomes "less or greater", and presence is posted
@@ -16,7 +22,6 @@ together.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import threading
@@ -24,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import durable_rules_engine
-from durable.engine import Host
+import orjson
 
 from stream.decide.expressions import (
     SMALLEST_NUMBER,
@@ -45,20 +50,6 @@ from stream.errors import GoldenflowError
 
 _names = itertools.count()
 _lock = threading.Lock()
-
-
-@functools.cache
-def _quiet_host() -> Host:
-    """One durable-rules host for the process, without its background dispatch timers.
-
-    A Host re-arms two threading timers that dispatch queued actions and timers of
-    every ruleset; goldenflow uses neither, and nothing should touch the engine
-    outside :meth:`RuleMatcher.match`. Cancelling the first timers ends both chains.
-    """
-    host = Host()
-    host._d_timer.cancel()
-    host._t_timer.cancel()
-    return host
 
 
 _COMPLEMENT = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
@@ -231,34 +222,27 @@ class RuleMatcher:
     def __init__(self, conditions: Mapping[str, Node]) -> None:
         compiler = _Compiler()
         self._ids = list(conditions)
-        self._hits: list[int] = []
         definition: dict[str, Any] = {}
         try:
             for index, rule_id in enumerate(self._ids):
-                definition[f"r{index}"] = {
-                    "all": [{"m": compiler.compile(conditions[rule_id])}],
-                    "run": self._action(index),
-                }
+                definition[f"r{index}"] = {"all": [{"m": compiler.compile(conditions[rule_id])}]}
         except _UnsupportedNumber as exc:
             raise RuleEngineError(_culprits(conditions), str(exc)) from None
         # A rule that always matches: with no match the engine raises, leaves no session
         # state, and deleting that state crashes it. With this, every fact is handled.
-        definition["always"] = {"all": [{"m": {ALWAYS: 1}}], "run": self._action(-1)}
+        definition["always"] = {"all": [{"m": {ALWAYS: 1}}]}
+        #: engine action name -> index of the rule (the sentinel has none)
+        self._index = {f"r{i}": i for i in range(len(self._ids))}
         self._kinds = {field: tuple(sorted(kinds)) for field, kinds in compiler.kinds.items()}
         self._present = tuple(sorted(compiler.present | set(compiler.kinds)))
         self.name = f"goldenflow_{next(_names)}"
-        self._host = _quiet_host()
         with _lock:
             try:
-                self._host.register_rulesets({self.name: definition})
+                self._handle = durable_rules_engine.create_ruleset(
+                    self.name, json.dumps(definition, ensure_ascii=False)
+                )
             except durable_rules_engine.error as exc:
                 raise RuleEngineError(_culprits(conditions), str(exc)) from None
-
-    def _action(self, index: int) -> Any:
-        def run(c: Any) -> None:
-            self._hits.append(index)
-
-        return run
 
     def prepare(self, fact: Mapping[str, Any]) -> dict[str, Any]:
         """The document posted to the engine: typed values and presence flags."""
@@ -277,10 +261,31 @@ class RuleMatcher:
     def match(self, fact: Mapping[str, Any]) -> list[str]:
         """Ids of the rules whose condition holds for ``fact``, in definition order."""
         doc = self.prepare(fact)
+        doc["sid"] = "0"
+        # Posted values are text, whole numbers, booleans and floats without exponent
+        # (see _plain): orjson writes them as the engine reads them; json takes the whole
+        # numbers past 64 bits that orjson refuses.
+        try:
+            raw = orjson.dumps(doc).decode()
+        except TypeError:
+            raw = json.dumps(doc, ensure_ascii=False)
+        engine, handle, index = durable_rules_engine, self._handle, self._index
+        hits: set[int] = set()
         with _lock:
-            self._hits.clear()
-            doc["sid"] = "0"
-            self._host.assert_fact(self.name, doc)  # the sentinel rule always matches
-            self._host.delete_state(self.name, "0")
-            hits = sorted(set(self._hits) - {-1})
-        return [self._ids[i] for i in hits]
+            code, state_handle = engine.assert_fact(handle, raw)[:2]
+            if code in (1, 2):  # not handled, or seen: the sentinel rule rules both out
+                raise RuleEngineError(self._ids, f"the engine answered {code} to a fact")
+            if code == 3:  # as durable-rules' host reads it: no state handle
+                state_handle = 0
+            started = engine.start_action_for_state(handle, state_handle)
+            if started:
+                state, message = started[0], started[1]
+                while message:
+                    # {"<action name>":{...}}: the name is a rule key (r0, r1, ..., always)
+                    action = message[2 : message.index('"', 2)]
+                    if action in index:
+                        hits.add(index[action])
+                    engine.update_state(handle, state)
+                    message = engine.complete_and_start_action(handle, state_handle)
+            engine.delete_state(handle, "0")
+        return [self._ids[i] for i in sorted(hits)]

@@ -30,7 +30,8 @@ from stream.domain.facts import (
 )
 from stream.domain.guard import budgeted, judge, offer_scope
 from stream.domain.guardrails import Guardrails
-from stream.domain.journey import Journey
+from stream.domain.journey import Journey, event_key
+from stream.domain.store import JourneyStore, encode_snapshot
 from stream.domain.timing import Timing
 from stream.domain.watermark import Watermark
 from stream.errors import InvalidEvent
@@ -129,7 +130,8 @@ class PartitionCore:
         if ledger is None:
             ledger = LedgerFold(g.buckets, config.partitions, g.slice_share)
         self.budget = PartitionBudget(partition, ledger, sync=sync, origin=config.origin)
-        self.journeys: dict[str, Journey] = {}
+        #: live while in use, snapshot bytes from the checkpoint on (stream.domain.store)
+        self.journeys = JourneyStore()
         self.deadlines = DeadlineIndex()
         self.watermark = Watermark(config.lateness_ms, config.sources, config.idle_ms, now_ms)
         self.dirty: set[str] = set()
@@ -167,7 +169,8 @@ class PartitionCore:
                 )
                 continue
             journey = self.journeys.get(ev.user_id)
-            if journey is not None and journey.is_duplicate(ev):
+            key = event_key(ev.event_id)
+            if journey is not None and journey.is_duplicate(ev, key):
                 out.duplicates += 1
                 continue
             if wm.is_late(ev.ts):
@@ -183,13 +186,19 @@ class PartitionCore:
             out.events_by_type[ev.type] += 1
             if journey is None:
                 journey = self.journeys[ev.user_id] = Journey(ev.user_id)
-            self._apply(journey, ev, rec, out, now_ms)
+            self._apply(journey, ev, key, rec, out, now_ms)
         return out
 
     def _apply(
-        self, journey: Journey, ev: Event, rec: Record, out: StepOutput, now_ms: int | None
+        self,
+        journey: Journey,
+        ev: Event,
+        key: int,
+        rec: Record,
+        out: StepOutput,
+        now_ms: int | None,
     ) -> None:
-        facts = journey.on_item(ev, self.timing)
+        facts = journey.on_item(ev, self.timing, key)
         if facts and rec.timestamp_ms is not None:
             facts = [replace(f, received_ms=rec.timestamp_ms) for f in facts]
         self._after_change(journey)
@@ -348,16 +357,25 @@ class PartitionCore:
     # -- state ----------------------------------------------------------------------
 
     def take_dirty(self) -> list[tuple[str, bytes | None]]:
-        """Snapshots of the journeys changed since the last call (None: delete)."""
+        """Snapshots of the journeys changed since the last call (None: delete).
+
+        From here on each journey rests as the bytes returned (see
+        :class:`~stream.domain.store.JourneyStore`) until the core reads it again.
+        """
+        journeys = self.journeys
         changed: list[tuple[str, bytes | None]] = []
         for user in self.dirty:
-            journey = self.journeys.get(user)
+            journey = journeys.get(user)
             if journey is None or journey.is_empty():
-                self.journeys.pop(user, None)
+                journeys.pop(user, None)
                 changed.append((user, None))
             else:
-                changed.append((user, orjson.dumps(journey.snapshot())))
+                snap = encode_snapshot(journey)
+                changed.append((user, snap))
+                journeys.rest(user, snap)
         self.dirty.clear()
+        for user in journeys.live():  # read but left unchanged (a duplicate event)
+            journeys.rest(user, encode_snapshot(journeys[user]))
         return changed
 
     def take_watermark(self) -> bytes | None:
@@ -410,7 +428,7 @@ class PartitionCore:
         charges: list[tuple[str, str, int, float]] = []
         for user, raw in snapshots:
             journey = Journey.from_snapshot(user, orjson.loads(raw))
-            self.journeys[user] = journey
+            self.journeys.rest(user, raw)
             self.deadlines.schedule(user, journey.notify_at(self.config.horizon_ms))
             if journey.outbox:
                 undelivered.extend((code, record) for code, record in journey.outbox)

@@ -77,6 +77,8 @@ _ORDER = {
 
 SNAPSHOT_VERSION = 5
 MAX_VIEWS = 200
+#: Later than any event time (a start for minimum searches).
+_NEVER = 1 << 62
 
 
 def event_key(event_id: str) -> int:
@@ -103,6 +105,15 @@ def _cats(items: Any) -> list[str]:
         if cat and cat not in cats:
             cats.append(cat)
     return cats
+
+
+def _drop_started_before(table: dict[str, list[Any]], idx: int, before_ms: int) -> None:
+    """Remove the entries whose start (at ``idx``) is before ``before_ms``."""
+    for entry in table.values():
+        if entry[idx] < before_ms:
+            for key in [k for k, v in table.items() if v[idx] < before_ms]:
+                del table[key]
+            return
 
 
 class Journey:
@@ -159,12 +170,16 @@ class Journey:
 
     # -- taking events ------------------------------------------------------------
 
-    def is_duplicate(self, ev: Event) -> bool:
-        return event_key(ev.event_id) in self.seen
+    def is_duplicate(self, ev: Event, key: int | None = None) -> bool:
+        """Seen within the horizon? ``key``: the event's :func:`event_key`, if known."""
+        return (event_key(ev.event_id) if key is None else key) in self.seen
 
-    def on_item(self, ev: Event, timing: Timing) -> list[Fact]:
-        """Take one event; return the facts it yields at once (cancel request, cross-sell)."""
-        self.seen[event_key(ev.event_id)] = ev.ts
+    def on_item(self, ev: Event, timing: Timing, key: int | None = None) -> list[Fact]:
+        """Take one event; return the facts it yields at once (cancel request, cross-sell).
+
+        ``key``: the event's :func:`event_key`, if the caller computed it already.
+        """
+        self.seen[event_key(ev.event_id) if key is None else key] = ev.ts
         if self.seen_min is None or ev.ts < self.seen_min:
             self.seen_min = ev.ts
         body = ev.body
@@ -257,34 +272,47 @@ class Journey:
 
     def notify_at(self, horizon_ms: int) -> int | None:
         """The watermark this journey waits for: just past its next change, deadline or expiry."""
-        times = [line[_DUE] for line in self.cart.values() if line[_DUE] != FIRED]
-        times.extend(c[C_DUE] for c in self.checkouts.values() if c[C_DUE] != FIRED)
+        # One pass over the state, no intermediate lists (called after every change).
+        low = _NEVER  # the earliest time of interest
+        oldest = _NEVER  # when the oldest thing held began
+        for line in self.cart.values():
+            due = line[_DUE]
+            if due != FIRED and due < low:
+                low = due
+            oldest = min(oldest, line[_START])
+        for c in self.checkouts.values():
+            due = c[C_DUE]
+            if due != FIRED and due < low:
+                low = due
+            oldest = min(oldest, c[C_START])
         for order in self.orders.values():
-            for due in (order[O_UNPAID_DUE], order[O_PAY_DUE]):
-                if due is not None and due != FIRED:
-                    times.append(due)
-        if self.pending:
-            times.append(self.pending[0][0])
-        times.extend(w[W_UNTIL] for w in self.watches)
-        times.extend(d[0] for d in self.deferred)
-        oldest = self._oldest()
-        if oldest is not None:
-            times.append(oldest + horizon_ms)
+            due = order[O_UNPAID_DUE]
+            if due is not None and due != FIRED and due < low:
+                low = due
+            due = order[O_PAY_DUE]
+            if due is not None and due != FIRED and due < low:
+                low = due
+            oldest = min(oldest, order[O_SEEN])
+        if self.pending and self.pending[0][0] < low:
+            low = self.pending[0][0]
+        for w in self.watches:
+            low = min(low, w[W_UNTIL])
+        for d in self.deferred:
+            low = min(low, d[0])
+        if self.seen_min is not None and self.seen_min < oldest:
+            oldest = self.seen_min
+        if oldest != _NEVER and oldest + horizon_ms < low:
+            low = oldest + horizon_ms
         # When _expire lets go of the rest: an intervention once past the horizon and no
         # longer an active offer; a day's charges once that day is over the horizon.
-        times.extend(max(e[0] + horizon_ms, e[3]) for e in self.sent)
+        for e in self.sent:
+            until = max(e[0] + horizon_ms, e[3])
+            low = min(low, until)
         if self.charges:
             last_day = max(c[2] for c in self.charges)
-            times.append((last_day + 2 - EPOCH_ORDINAL) * DAY + horizon_ms)
-        return min(times) + 1 if times else None
-
-    def _oldest(self) -> int | None:
-        starts = [line[_START] for line in self.cart.values()]
-        starts.extend(c[C_START] for c in self.checkouts.values())
-        starts.extend(o[O_SEEN] for o in self.orders.values())
-        if self.seen_min is not None:
-            starts.append(self.seen_min)
-        return min(starts) if starts else None
+            until = (last_day + 2 - EPOCH_ORDINAL) * DAY + horizon_ms
+            low = min(low, until)
+        return low + 1 if low != _NEVER else None
 
     def on_notify(
         self, watermark_ms: int, horizon_ms: int, on_fact: Callable[[Fact], None]
@@ -354,9 +382,13 @@ class Journey:
 
     def _expire(self, before_ms: int, watermark_ms: int) -> None:
         """Drop whatever started before the horizon: state stays bounded."""
-        for table, idx in ((self.cart, _START), (self.checkouts, C_START), (self.orders, O_SEEN)):
-            for key in [k for k, v in table.items() if v[idx] < before_ms]:
-                del table[key]
+        # Called at every notification: look before building anything.
+        if self.cart:
+            _drop_started_before(self.cart, _START, before_ms)
+        if self.checkouts:
+            _drop_started_before(self.checkouts, C_START, before_ms)
+        if self.orders:
+            _drop_started_before(self.orders, O_SEEN, before_ms)
         if self.views and self.views[0] < before_ms:
             self.views = [t for t in self.views if t >= before_ms]
         if self.seen_min is not None and self.seen_min < before_ms:
@@ -366,7 +398,8 @@ class Journey:
             self.sent = [e for e in self.sent if e[0] >= before_ms or e[3] >= watermark_ms]
         if self.charges:  # a day's charges matter while the day can still be spent
             oldest_day = budget_ordinal(before_ms) - 1
-            self.charges = [c for c in self.charges if c[2] >= oldest_day]
+            if any(c[2] < oldest_day for c in self.charges):
+                self.charges = [c for c in self.charges if c[2] >= oldest_day]
 
     # -- applying changes in event time -------------------------------------------------
 
@@ -647,7 +680,11 @@ class Journey:
                 checkout.extend([[]][len(checkout) - 6 :])
         if not snap or snap[0] != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported journey snapshot version {snap[:1]!r}")
-        journey = cls(user_id)
+        # Every attribute is set below: skip __init__'s empty containers (this runs each
+        # time a journey at rest is read again).
+        journey = cls.__new__(cls)
+        journey.user_id = user_id
+        journey.outcomes = []
         (
             _,
             journey.cart,
@@ -668,6 +705,8 @@ class Journey:
             journey.parked,
         ) = snap
         journey.pending = [(c[0], c[1], c[2], c[3], c[4], tuple(c[5])) for c in pending]
-        journey.seen = {int(k): ts for k, ts in seen}
+        journey.seen = dict(seen)
+        if seen and type(seen[0][0]) is not int:  # keys written as text
+            journey.seen = {int(k): ts for k, ts in seen}
         journey.seen_min = min(journey.seen.values()) if journey.seen else None
         return journey

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from stream.errors import InvalidEvent
 
@@ -66,8 +67,12 @@ def _parse_rfc3339(text: str, field: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
+@lru_cache(maxsize=4096)
 def format_ts(ms: int) -> str:
-    """Format epoch milliseconds as RFC 3339 UTC text with millisecond precision."""
+    """Format epoch milliseconds as RFC 3339 UTC text with millisecond precision.
+
+    Cached: a decision formats the same fact time for its record and its command.
+    """
     return (
         datetime.fromtimestamp(ms / 1000, tz=UTC)
         .isoformat(timespec="milliseconds")
