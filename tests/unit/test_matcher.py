@@ -165,3 +165,30 @@ def test_a_million_evaluations_leave_memory_flat() -> None:
         if n == 100_000:
             after_first = rss_bytes()
     assert rss_bytes() <= after_first * 1.10
+
+
+def test_the_engine_calls_the_matcher_makes_are_those_of_the_pinned_durable_rules() -> None:
+    """The matcher makes the calls durable-rules' Python host makes; checked against
+    durable-rules 2.0.28 (its host, ``durable.engine``, makes the same ones)."""
+    import inspect
+    from importlib.metadata import version
+
+    import durable.engine
+    import durable_rules_engine
+
+    assert version("durable_rules") == "2.0.28", (
+        "durable-rules changed: re-check stream/decide/matcher.py against durable.engine "
+        "(the calls below and the result code 3), then update this pin"
+    )
+    host = inspect.getsource(durable.engine)
+    for call in (
+        "assert_fact",
+        "start_action_for_state",
+        "update_state",
+        "complete_and_start_action",
+        "delete_state",
+        "create_ruleset",
+    ):
+        assert callable(getattr(durable_rules_engine, call)), call
+        assert f"durable_rules_engine.{call}(" in host, call
+    assert callable(durable_rules_engine.delete_ruleset)  # freeing a refused ruleset
