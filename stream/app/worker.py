@@ -20,6 +20,7 @@ from typing import Any
 
 import faust
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
@@ -346,7 +347,10 @@ class Pipeline:
             if last is not None:
                 behind = None if highwater is None else max(0, highwater - last - 1)
             else:  # nothing read since assignment: compare the fetch position
-                position = await consumer.position(tp)
+                try:  # never wait on it: a rebalance may be settling positions
+                    position = await asyncio.wait_for(consumer.position(tp), 0.5)
+                except (TimeoutError, KafkaError):
+                    position = None
                 behind = (
                     None if highwater is None or position is None else max(0, highwater - position)
                 )
@@ -512,7 +516,9 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
         async with pipeline.lock:
             pipeline.assign(assigned)
             pipeline.ready = True
-        await pipeline.tick()  # publishes any command a crash left in an outbox
+        # Any command a crash left in an outbox goes out with the next tick (within
+        # half a second); ticking here would hold faust's rebalance up, and the seek of
+        # the new partitions to their committed offsets comes after this returns.
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
