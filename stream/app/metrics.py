@@ -131,6 +131,12 @@ class Metrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.watermark = Gauge(
+            "goldenflow_watermark_seconds",
+            "Event-time watermark of each input partition this worker holds (Unix time).",
+            ["partition"],
+            registry=registry,
+        )
         self.broker_reachable = Gauge(
             "goldenflow_broker_reachable",
             "1 while a fetch response for an assigned input partition arrived within 6 s.",

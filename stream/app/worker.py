@@ -12,6 +12,7 @@ follow the wall clock so deadlines fire when traffic stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -278,7 +279,9 @@ class Pipeline:
 
     def revoke(self, partitions: set[int]) -> None:
         for p in partitions:
-            self.cores.pop(p, None)
+            if self.cores.pop(p, None) is not None:
+                with contextlib.suppress(KeyError):  # never set: no watermark yet
+                    self.metrics.watermark.remove(str(p))
         for tp in [tp for tp in self.last_offset if tp.partition in partitions]:
             del self.last_offset[tp]
 
@@ -320,6 +323,8 @@ class Pipeline:
             out = StepOutput()
             for partition, core in list(self.cores.items()):
                 out.extend(core.advance(now_ms=now, caught_up=caught_up.get(partition, False)))
+                if core.watermark.value is not None:
+                    self.metrics.watermark.labels(str(partition)).set(core.watermark.value / 1000)
                 if core.parked and not core.budget.in_flight:  # e.g. their claim died with a
                     # worker: decide again (claiming afresh)
                     out.extend(core.retry_parked(now_ms=now))

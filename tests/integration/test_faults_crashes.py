@@ -79,6 +79,15 @@ class Reference:
 
     command_ids: set[str] = field(default_factory=set)
     decision_ids: set[str] = field(default_factory=set)
+    #: id -> (partition, pattern): where what is missing after a failure was decided
+    where: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def missing(self, ids: set[str], got: set[str]) -> str:
+        """What is missing, by partition and pattern, for a failure message."""
+        counts: dict[tuple[int, str], int] = defaultdict(int)
+        for i in ids - got:
+            counts[self.where.get(i, (-1, "?"))] += 1
+        return f"missing {len(ids - got)} of {len(ids)}: {dict(sorted(counts.items()))}"
 
 
 def reference(messages: list[Message], rules: Path) -> Reference:
@@ -93,8 +102,13 @@ def reference(messages: list[Message], rules: Path) -> Reference:
         p = partition if partition is not None else partition_of(key or b"")
         out = cores[p].step([Record(kind, value)], now_ms=None)
         cores[p].delivered()
-        ref.command_ids.update(c["intervention_id"] for c in out.commands)
-        ref.decision_ids.update(r["id"] for r in out.outcomes if r["kind"] == "decision")
+        for c in out.commands:
+            ref.command_ids.add(c["intervention_id"])
+            ref.where[c["intervention_id"]] = (p, c["pattern"])
+        for r in out.outcomes:
+            if r["kind"] == "decision":
+                ref.decision_ids.add(r["id"])
+                ref.where[r["id"]] = (p, r.get("pattern", "?"))
     return ref
 
 
@@ -181,14 +195,46 @@ class Chaos:
             self.figures.restarts += 1
         self.down.clear()
 
-    def until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
-        """``wait_until``, reviving crashed workers while waiting."""
+    def until(
+        self,
+        check: Callable[[], bool],
+        timeout: float,
+        what: str,
+        explain: Callable[[], str] | None = None,
+    ) -> None:
+        """``wait_until``, reviving crashed workers while waiting; on a timeout the
+        message says what is missing and what each worker holds."""
 
         def revived_then_check() -> bool:
             self.revive()
             return check()
 
-        wait_until(revived_then_check, timeout, what)
+        try:
+            wait_until(revived_then_check, timeout, what)
+        except AssertionError as exc:
+            lines = [str(exc)] + ([explain()] if explain else []) + self.state()
+            raise AssertionError("\n".join(lines)) from None
+
+    def state(self) -> list[str]:
+        lines = []
+        for w in [*self.workers, self.spare]:
+            if not w.running:
+                lines.append(f"{w.log.name}: not running")
+                continue
+            marks = {}
+            for line in w.get("/metrics").decode().splitlines():
+                if line.startswith("goldenflow_watermark_seconds{"):
+                    label, _, value = line.rpartition(" ")
+                    marks[label.split('"')[1]] = int(float(value))
+            lines.append(
+                f"{w.log.name}: health={w.get('/health').decode()} "
+                f"consumed={w.metric('goldenflow_events_consumed_total'):.0f} "
+                f"late={w.metric('goldenflow_invalid_events_total', reason='late'):.0f} "
+                f"duplicates={w.metric('goldenflow_duplicate_events_total'):.0f} "
+                f"deadlines={w.metric('goldenflow_pending_deadlines'):.0f} "
+                f"watermarks={dict(sorted(marks.items()))}"
+            )
+        return lines
 
 
 @pytest.fixture
@@ -261,7 +307,12 @@ def test_killed_and_rebalanced_fleet_decides_exactly_like_the_reference(
         distinct.records = records  # type: ignore[attr-defined]
         return {r["intervention_id"] for r in records}
 
-    chaos.until(lambda: distinct() >= expected, DRAIN_TIMEOUT, f"{len(expected)} interventions")
+    chaos.until(
+        lambda: distinct() >= expected,
+        DRAIN_TIMEOUT,
+        f"{len(expected)} interventions",
+        lambda: ref.missing(expected, distinct()),
+    )
     time.sleep(3)  # anything extra would show up now
     got = distinct()
     records: list[dict[str, Any]] = distinct.records  # type: ignore[attr-defined]
@@ -376,7 +427,10 @@ def test_killed_fleet_never_overspends_a_budget_nor_breaks_a_cap(
         return {r["id"] for r in records if r["kind"] == "decision"}
 
     chaos.until(
-        lambda: decided() >= ref.decision_ids, DRAIN_TIMEOUT, f"{len(ref.decision_ids)} decisions"
+        lambda: decided() >= ref.decision_ids,
+        DRAIN_TIMEOUT,
+        f"{len(ref.decision_ids)} decisions",
+        lambda: ref.missing(ref.decision_ids, decided()),
     )
     time.sleep(3)
     ids = decided()
