@@ -17,6 +17,7 @@ import logging
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -465,6 +466,23 @@ class Pipeline:
             await asyncio.gather(*futures)
 
 
+async def finish_even_if_cancelled(work: Awaitable[None]) -> None:
+    """Run a batch to its end even if the agent is cancelled meanwhile.
+
+    A worker stopping (SIGTERM) cancels its agent; faust's ``take_events`` then acks
+    the batch's events on the way out, and the consumer commits their offsets before
+    it stops. A batch cut off before its checkpoint would be committed and never
+    processed: lost. So the batch finishes (checkpoint, then publish) first.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await task
+        raise
+
+
 def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistry) -> faust.App:
     """Build the Faust app with its agent, timer, table and web pages."""
     app = faust.App(settings.app_id, **faust_options(settings))
@@ -493,7 +511,7 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
     @app.agent(source, name="goldenflow.journeys")
     async def journeys(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=within):
-            await pipeline.handle(events)
+            await finish_even_if_cancelled(pipeline.handle(events))
 
     ledger = LedgerReader(settings, pipeline.on_claim, pipeline.after_ledger)
 
