@@ -537,6 +537,10 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
         inputs = set(settings.input_topics)
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic in inputs}
         async with pipeline.lock:
+            # Faust may report a generation's recovery as complete after the next
+            # rebalance has already revoked its partitions: hold exactly what the
+            # consumer is assigned now, dropping cores of partitions it no longer has.
+            pipeline.revoke(set(pipeline.cores) - assigned)
             pipeline.assign(assigned)
             pipeline.ready = True
         # Any command a crash left in an outbox goes out with the next tick (within
