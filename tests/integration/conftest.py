@@ -155,10 +155,8 @@ async def produce(
         await producer.stop()
 
 
-async def consume(
-    settings: Settings, kind: str, *, expect: int, timeout: float, settle: float = 3.0
-) -> list[Any]:
-    """Read a topic from the start until ``expect`` records (then ``settle`` s more) or timeout."""
+async def reader(settings: Settings, kind: str) -> AIOKafkaConsumer:
+    """A started consumer of one of the settings' topics, from its beginning, no group."""
     consumer = AIOKafkaConsumer(
         settings.topic(kind),
         bootstrap_servers=settings.bootstrap_servers,
@@ -166,6 +164,14 @@ async def consume(
         group_id=None,
     )
     await consumer.start()
+    return consumer
+
+
+async def consume(
+    settings: Settings, kind: str, *, expect: int, timeout: float, settle: float = 3.0
+) -> list[Any]:
+    """Read a topic from the start until ``expect`` records (then ``settle`` s more) or timeout."""
+    consumer = await reader(settings, kind)
     records: list[Any] = []
     try:
         deadline = time.monotonic() + timeout
@@ -186,13 +192,7 @@ async def consume(
 async def consume_to_end(settings: Settings, kind: str, *, timeout: float = 60.0) -> list[Any]:
     """Every record the topic holds: read from the start until every partition's
     position reaches the high water of a fetch response (right on every broker)."""
-    consumer = AIOKafkaConsumer(
-        settings.topic(kind),
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        group_id=None,
-    )
-    await consumer.start()
+    consumer = await reader(settings, kind)
     records: list[Any] = []
     try:
         deadline = time.monotonic() + timeout
