@@ -322,7 +322,10 @@ class Pipeline:
         async with self.lock:
             now = wall_ms()
             out = StepOutput()
+            owned = self._owned()
             for partition, core in list(self.cores.items()):
+                if partition not in owned:  # mid-rebalance: never move state it may lose
+                    continue
                 out.extend(core.advance(now_ms=now, caught_up=caught_up.get(partition, False)))
                 if core.watermark.value is not None:
                     self.metrics.watermark.labels(str(partition)).set(core.watermark.value / 1000)
@@ -330,6 +333,10 @@ class Pipeline:
                     # worker: decide again (claiming afresh)
                     out.extend(core.retry_parked(now_ms=now))
             await self._publish(out, now)
+
+    def _owned(self) -> set[int]:
+        """Input partitions the consumer is assigned right now."""
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic in self.kinds}
 
     async def _caught_up(self, partition: int, now_ms: int) -> bool:
         """True if every input topic of the partition has been read up to its high water,
