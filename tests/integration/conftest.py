@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +216,23 @@ async def consume_to_end(settings: Settings, kind: str, *, timeout: float = 60.0
 
 def as_json(records: list[Any]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in records]
+
+
+@pytest.fixture
+def fleet(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..., list[Worker]]]:
+    """``fleet(n, **settings)``: n workers (not started) on one set of topics of the
+    shared broker, each with its own web port and data folder; all stopped at the end."""
+    started: list[Worker] = []
+
+    def make(count: int, **overrides: Any) -> list[Worker]:
+        base = isolated_settings(broker, **overrides)
+        workers = []
+        for i in range(count):
+            s = base.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"w{i}"})
+            workers.append(Worker(s, tmp_path / f"worker{i}.log"))
+        started.extend(workers)
+        return workers
+
+    yield make
+    for w in started:
+        w.stop()

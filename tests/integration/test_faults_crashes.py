@@ -24,7 +24,7 @@ import random
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,6 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings
 from stream.decide.rulebook import RuleBook, load_rulebook
 from stream.domain.budget import budget_day
@@ -44,7 +43,6 @@ from tests.integration.conftest import (
     Worker,
     as_json,
     consume_to_end,
-    isolated_settings,
     produce,
 )
 from tests.integration.test_recovery import (
@@ -237,26 +235,6 @@ class Chaos:
         return lines
 
 
-@pytest.fixture
-def fleet(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..., list[Worker]]]:
-    started: list[Worker] = []
-
-    def make(count: int, rules: Path) -> list[Worker]:
-        base = isolated_settings(
-            broker, partitions=PARTITIONS, rules_dir=rules, lateness_ms=LATENESS_MS
-        )
-        workers = []
-        for i in range(count):
-            s = base.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"w{i}"})
-            workers.append(Worker(s, tmp_path / f"worker{i}.log"))
-        started.extend(workers)
-        return workers
-
-    yield make
-    for w in started:
-        w.stop()
-
-
 def run_with_faults(
     workers: list[Worker], messages: list[Message], final: list[Message], seed: int
 ) -> Chaos:
@@ -296,7 +274,8 @@ def test_killed_and_rebalanced_fleet_decides_exactly_like_the_reference(
     expected = ref.command_ids
     assert len(expected) > SHOPPERS // 3
 
-    workers = fleet(4, rules_with_budgets(tmp_path / "rules", 1e12))
+    rules = rules_with_budgets(tmp_path / "rules", 1e12)
+    workers = fleet(4, partitions=PARTITIONS, rules_dir=rules, lateness_ms=LATENESS_MS)
     started = time.monotonic()
     chaos = run_with_faults(workers, messages, final, seed=2024)
     figures = chaos.figures
@@ -415,7 +394,8 @@ def test_killed_fleet_never_overspends_a_budget_nor_breaks_a_cap(
     book = load_rulebook(ref_rules)
     assert book.guardrails.caps, "the shipped guardrails have frequency caps"
 
-    workers = fleet(4, rules_with_budgets(tmp_path / "rules", SMALL_BUDGET, order_free=False))
+    rules = rules_with_budgets(tmp_path / "rules", SMALL_BUDGET, order_free=False)
+    workers = fleet(4, partitions=PARTITIONS, rules_dir=rules, lateness_ms=LATENESS_MS)
     started = time.monotonic()
     chaos = run_with_faults(workers, messages, final, seed=4048)
     figures = chaos.figures

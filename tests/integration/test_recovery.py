@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
 from stream.app.topics import changelog_topic
-from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings
 from stream.decide.rulebook import load_rulebook
 from stream.demo.traffic import ShopperSim
@@ -29,7 +28,7 @@ from stream.domain.engine import CoreConfig, PartitionCore, Record
 from stream.domain.journey import event_key
 from stream.domain.timeutil import DAY, HOUR, MINUTE, SECOND, format_ts, parse_ts
 from tests.helpers import RULES, rules_with_budgets, wait_until
-from tests.integration.conftest import Worker, as_json, consume, isolated_settings, produce
+from tests.integration.conftest import Worker, as_json, consume, produce
 
 pytestmark = pytest.mark.integration
 
@@ -109,26 +108,6 @@ def assigned(workers: list[Worker]) -> list[int]:
     return sorted(parts)
 
 
-@pytest.fixture
-def fleet(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..., list[Worker]]]:
-    started: list[Worker] = []
-
-    rules = rules_with_budgets(tmp_path / "rules", 1e12)
-
-    def make(count: int, **overrides: Any) -> list[Worker]:
-        base = isolated_settings(broker, partitions=PARTITIONS, **{"rules_dir": rules, **overrides})
-        workers = []
-        for i in range(count):
-            s = base.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"w{i}"})
-            workers.append(Worker(s, tmp_path / f"worker{i}.log"))
-        started.extend(workers)
-        return workers
-
-    yield make
-    for w in started:
-        w.stop()
-
-
 def restart(worker: Worker) -> None:
     worker.stop(signal.SIGKILL)
     time.sleep(2)
@@ -146,7 +125,12 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
     expected: set[str] = reference(messages + final, config, rules)[0].reference_ids  # type: ignore[attr-defined]
     assert len(expected) > 2000
 
-    a, b = fleet(2, lateness_ms=10 * MINUTE)
+    a, b = fleet(
+        2,
+        partitions=PARTITIONS,
+        rules_dir=rules_with_budgets(tmp_path / "rules", 1e12),
+        lateness_ms=10 * MINUTE,
+    )
     a.start()
     b.start()
     settings = a.settings
@@ -254,7 +238,7 @@ def test_sigkill_during_a_lull_recovers_every_journey_exactly(
         for user in core.journeys
     }
 
-    a, b = fleet(2, lateness_ms=10 * MINUTE, idle_ms=HOUR, rules_dir=rules)
+    a, b = fleet(2, partitions=PARTITIONS, rules_dir=rules, lateness_ms=10 * MINUTE, idle_ms=HOUR)
     a.start()
     b.start()
     settings = a.settings
