@@ -15,7 +15,7 @@ from stream.decide.rulebook import load_rulebook
 from stream.domain.engine import CoreConfig, PartitionCore, Record
 from stream.domain.events import TYPE_KIND
 from stream.domain.guardrails import Guardrails
-from stream.domain.timeutil import MINUTE
+from stream.domain.timeutil import DAY, HOUR, MINUTE
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "rules"
@@ -40,6 +40,16 @@ class EventMaker:
         **fields: Any,
     ) -> dict[str, Any]:
         return self("cart_add", user, ts, sku=sku, category=category, price=price, **fields)
+
+
+def past_midday(now_ms: int, at_least_ms: int) -> int:
+    """The latest 12:00 UTC at least ``at_least_ms`` before ``now_ms``: wall-clock event
+    times whose commands no quiet hours of the shipped guardrails hold back, whatever
+    the hour of the run."""
+    noon = now_ms // DAY * DAY + 12 * HOUR
+    while noon > now_ms - at_least_ms:
+        noon -= DAY
+    return noon
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.25) -> None:

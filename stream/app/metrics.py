@@ -152,6 +152,12 @@ class Metrics:
             "Times the brokers stopped answering this worker's fetches for over 6 s.",
             registry=registry,
         )
+        self.stale_events = Counter(
+            "goldenflow_stale_events_total",
+            "Events fetched before a rebalance and handed over after it: left unprocessed "
+            "and unacknowledged (the partition's owner reads them from its committed offset).",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "goldenflow_batch_events",
             "Events handed to the core per batch.",

@@ -33,6 +33,7 @@ from stream.app.fetch_health import FetchHealth
 from stream.app.ledger import LedgerReader, claim_key, encode_claim, ledger_topic
 from stream.app.metrics import Metrics
 from stream.app.recovery_wait import wait_out_outages
+from stream.app.stale_events import set_aside, split_current
 from stream.app.topics import changelog_topic
 from stream.config import Settings
 from stream.decide.rulebook import RuleBook, load_rulebook, rules_fingerprint
@@ -289,26 +290,38 @@ class Pipeline:
     # -- batches -----------------------------------------------------------------------
 
     async def handle(self, events: list[Any]) -> None:
-        by_partition: dict[int, list[Record]] = defaultdict(list)
-        kinds = self.kinds
-        last_offset = self.last_offset
-        for event in events:
-            msg = event.message
-            value = msg.value if isinstance(msg.value, bytes) else b""
-            last_offset[msg.tp] = msg.offset
-            stamp = msg.timestamp
-            by_partition[msg.partition].append(
-                Record(
-                    kinds.get(msg.topic),
-                    value,
-                    msg.key,
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                    int(stamp * 1000) if stamp else None,
-                )
-            )
         async with self.lock:
+            # Under the lock: a rebalance (which takes it too) may have ended the
+            # generation these events were fetched in while this batch waited.
+            consumer = self.app.consumer
+            events, stale = split_current(
+                events, self.app.consumer_generation_id, consumer.assignment()
+            )
+            if stale:
+                set_aside(stale)
+                self.metrics.stale_events.inc(len(stale))
+                log.info("set aside %d events fetched before the last rebalance", len(stale))
+            if not events:
+                return
+            by_partition: dict[int, list[Record]] = defaultdict(list)
+            kinds = self.kinds
+            last_offset = self.last_offset
+            for event in events:
+                msg = event.message
+                value = msg.value if isinstance(msg.value, bytes) else b""
+                last_offset[msg.tp] = msg.offset
+                stamp = msg.timestamp
+                by_partition[msg.partition].append(
+                    Record(
+                        kinds.get(msg.topic),
+                        value,
+                        msg.key,
+                        msg.topic,
+                        msg.partition,
+                        msg.offset,
+                        int(stamp * 1000) if stamp else None,
+                    )
+                )
             now = wall_ms()
             out = StepOutput()
             for partition, records in by_partition.items():

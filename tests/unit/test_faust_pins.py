@@ -5,7 +5,10 @@ from __future__ import annotations
 import inspect
 from importlib.metadata import version
 
+from faust.streams import Stream
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
+from faust.types.tuples import Message
 
 from stream.app.embedded import FAUST_VERSION
 
@@ -20,3 +23,15 @@ def test_faust_is_the_version_the_embedded_recovery_fix_was_checked_against() ->
 def test_table_recovery_still_asks_the_consumer_for_changelog_end_offsets() -> None:
     source = inspect.getsource(Recovery._build_highwaters)
     assert "consumer.highwaters(" in source
+
+
+def test_old_generation_events_are_left_unacknowledged_the_way_faust_expects() -> None:
+    """stream/app/stale_events.py: an event marked acked is never reported to the
+    consumer, the consumer's unacked set drops it, and take_events acks its batch
+    after the handler returns."""
+    assert "if not self.acked:" in inspect.getsource(Message.ack)
+    assert "message.acked" in inspect.getsource(Consumer._clean_unacked_messages)
+    assert "await self.ack(event)" in inspect.getsource(Stream.take_events)
+    assert "message.generation_id != self.app.consumer_generation_id" in inspect.getsource(
+        Stream._py_aiter
+    )

@@ -1,0 +1,48 @@
+"""Events fetched for a group generation that has since ended: set aside, unprocessed.
+
+Faust's ``take_events`` keeps a batch buffer of its own. Events that sat in it while
+the group rebalanced are still handed to the agent after the partitions were
+revoked. Stepping them would let a worker that no longer owns a partition write
+journeys and a watermark into that partition's changelog, over its new owner's
+state (the new owner restores from the changelog and reads from the committed
+offset, so it processes those events itself). A partition this worker keeps is
+sought back to its committed offset after the rebalance and fetched again, so
+nothing is lost by leaving the old fetch alone.
+
+Leaving them alone includes not acknowledging them: faust acks every event of a
+batch after the handler returns, and an ack of an event nobody processed could let
+the next commit of a partition this worker keeps move past it. Faust's stream does
+the same for events of an old generation that have not reached the buffer yet
+(``Stream._py_aiter`` skips them untracked). Marking the message acked beforehand
+makes faust's ``Message.ack`` return without telling the consumer, and the
+consumer's wait for unacked messages drops acked ones; both are checked by
+``tests/unit/test_faust_pins.py`` against the pinned faust version
+(``stream.app.embedded.FAUST_VERSION``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+
+def split_current(
+    events: Sequence[Any], generation: int, assignment: Collection[Any]
+) -> tuple[list[Any], list[Any]]:
+    """(events to process, stale events): stale ones were fetched in another group
+    generation, or belong to a topic partition the consumer is not assigned now."""
+    current: list[Any] = []
+    stale: list[Any] = []
+    for event in events:
+        msg = event.message
+        if msg.generation_id == generation and msg.tp in assignment:
+            current.append(event)
+        else:
+            stale.append(event)
+    return current, stale
+
+
+def set_aside(events: Sequence[Any]) -> None:
+    """Never acknowledge these events (see the module's docstring)."""
+    for event in events:
+        event.message.acked = True
