@@ -359,8 +359,8 @@ class PartitionCore:
     def take_dirty(self) -> list[tuple[str, bytes | None]]:
         """Snapshots of the journeys changed since the last call (None: delete).
 
-        From here on each journey rests as the bytes returned (see
-        :class:`~stream.domain.store.JourneyStore`) until the core reads it again.
+        Then the journeys untouched since the call before go to rest as their
+        snapshot bytes (see :class:`~stream.domain.store.JourneyStore`).
         """
         journeys = self.journeys
         changed: list[tuple[str, bytes | None]] = []
@@ -372,10 +372,9 @@ class PartitionCore:
             else:
                 snap = encode_snapshot(journey)
                 changed.append((user, snap))
-                journeys.rest(user, snap)
+                journeys.saved(user, snap)
         self.dirty.clear()
-        for user in journeys.live():  # read but left unchanged (a duplicate event)
-            journeys.rest(user, encode_snapshot(journeys[user]))
+        journeys.settle()
         return changed
 
     def take_watermark(self) -> bytes | None:

@@ -1,16 +1,24 @@
 """The journeys of one partition: live objects while in use, snapshot bytes at rest.
 
 A journey is a live :class:`~stream.domain.journey.Journey` from the moment the
-core touches it (an event, a deadline, a delivery) until the next checkpoint.
-The checkpoint encodes it anyway (the changelog record); from then on the store
-keeps only those bytes, and the next touch decodes them again. A journey at rest
-costs its snapshot (a few hundred bytes) instead of a tree of Python objects,
-and the bytes are the very object handed to the changelog, so a table that keeps
-a local copy of each snapshot shares it.
+core touches it (an event, a deadline, a delivery). Each checkpoint encodes the
+journeys that changed (the changelog records) and then *settles* the store: a
+journey nobody touched since the checkpoint before goes to rest as its last
+snapshot bytes, and the next touch decodes them again. A journey at rest costs
+its snapshot (a few hundred bytes) instead of a tree of Python objects, and the
+bytes are the very object handed to the changelog, so a table that keeps a local
+copy of each snapshot shares it.
+
+Keeping a journey touched in the last checkpoint live until the next one spares
+the decode and encode a busy shopper would otherwise cost at every batch (the
+delivery that empties its outbox right after a checkpoint, its next event, its
+deadlines), while memory stays bounded by what two checkpoints touch.
 
 ``snapshot`` / ``from_snapshot`` round-trip a journey exactly (the restore after a
 crash or a rebalance relies on the same), so resting changes nothing the core
-decides.
+decides. A live journey goes to rest as the bytes it was last saved as, so the
+core must mark every journey it changes dirty (and save it again) before the
+store settles: :meth:`~stream.domain.engine.PartitionCore.take_dirty` does both.
 """
 
 from __future__ import annotations
@@ -35,20 +43,27 @@ def encode_snapshot(journey: Journey) -> bytes:
 class JourneyStore(MutableMapping[str, Journey]):
     """user id -> journey; reading a journey at rest brings it back to life."""
 
-    __slots__ = ("_live", "_rest")
+    __slots__ = ("_live", "_rest", "_saved", "_used")
 
     def __init__(self) -> None:
         self._live: dict[str, Journey] = {}
         self._rest: dict[str, bytes] = {}
+        #: the snapshot bytes a live journey was last saved (or revived) as
+        self._saved: dict[str, bytes] = {}
+        #: users whose journeys were read or set since the last settle
+        self._used: set[str] = set()
 
     def get(self, user: str, default: Journey | None = None) -> Journey | None:  # type: ignore[override]
         journey = self._live.get(user)
         if journey is not None:
+            self._used.add(user)
             return journey
         raw = self._rest.pop(user, None)
         if raw is None:
             return default
         journey = self._live[user] = Journey.from_snapshot(user, orjson.loads(raw))
+        self._saved[user] = raw
+        self._used.add(user)
         return journey
 
     def __getitem__(self, user: str) -> Journey:
@@ -59,9 +74,13 @@ class JourneyStore(MutableMapping[str, Journey]):
 
     def __setitem__(self, user: str, journey: Journey) -> None:
         self._rest.pop(user, None)
+        self._saved.pop(user, None)
         self._live[user] = journey
+        self._used.add(user)
 
     def __delitem__(self, user: str) -> None:
+        self._saved.pop(user, None)
+        self._used.discard(user)
         if self._live.pop(user, None) is None and self._rest.pop(user, None) is None:
             raise KeyError(user)
 
@@ -83,4 +102,23 @@ class JourneyStore(MutableMapping[str, Journey]):
         """Keep only ``snapshot`` (the journey's encoded :meth:`Journey.snapshot`) for
         ``user`` until it is read again."""
         self._live.pop(user, None)
+        self._saved.pop(user, None)
+        self._used.discard(user)
         self._rest[user] = snapshot
+
+    def saved(self, user: str, snapshot: bytes) -> None:
+        """The live journey of ``user`` now is what ``snapshot`` encodes (a checkpoint)."""
+        self._saved[user] = snapshot
+
+    def settle(self) -> None:
+        """Put to rest every live journey untouched since the last settle, as the bytes
+        it was last saved as (encoded afresh only if it never was)."""
+        used = self._used
+        live = self._live
+        if len(used) < len(live):
+            saved = self._saved
+            for user in [u for u in live if u not in used]:
+                journey = live.pop(user)
+                raw = saved.pop(user, None)
+                self._rest[user] = encode_snapshot(journey) if raw is None else raw
+        self._used = set()
