@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from faust.worker import Worker
 from prometheus_client import CollectorRegistry
@@ -16,11 +17,24 @@ from stream.decide.rulebook import load_rulebook
 log = logging.getLogger("goldenflow.worker")
 
 
+def faust_worker(app: Any, settings: Settings) -> Worker:
+    """Faust's worker for ``app``, without its terminal spinner.
+
+    At level warning and above faust's worker draws a spinner that turns on every
+    log record: it sets the root logger to DEBUG, so every debug call of aiokafka
+    (several per message produced) builds a record that nobody prints (about 8% of
+    a busy worker's time). Without it the root logger keeps the level asked for.
+    """
+    worker = Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.spinner = None
+    return worker
+
+
 def run_worker(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT. Raises RuleFileError before starting on bad rules."""
     rulebook = load_rulebook(settings.rules_dir)
     asyncio.run(ensure_topics(settings))
     app = build_app(settings, rulebook, CollectorRegistry())
-    worker = Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = faust_worker(app, settings)
     log.info("rules %s loaded from %s", rulebook.version, settings.rules_dir)
     worker.execute_from_commandline()
