@@ -32,6 +32,7 @@ from stream.app.embedded import use_fetch_highwaters
 from stream.app.fetch_health import FetchHealth
 from stream.app.ledger import LedgerReader, claim_key, encode_claim, ledger_topic
 from stream.app.metrics import Metrics
+from stream.app.publisher import Batches, producer_of
 from stream.app.recovery_wait import wait_out_outages
 from stream.app.stale_events import set_aside, split_current
 from stream.app.topics import changelog_topic
@@ -391,21 +392,22 @@ class Pipeline:
         """Checkpoint, then publish, then mark delivered: the order that makes a redelivery
         after a crash an exact repeat (the outbox in each snapshot holds the commands)."""
         await self._checkpoint()
-        futures = [await self._send_record(code, rec) for code, rec in self._redeliver]
+        batches = Batches(producer_of(self.app))
+        for code, rec in self._redeliver:
+            await self._add_record(batches, code, rec)
         self._redeliver.clear()
-        futures += [await self._send_record("i", cmd) for cmd in out.commands]
-        futures += [await self._send_record("o", rec) for rec in out.outcomes]
+        for cmd in out.commands:
+            await self._add_record(batches, "i", cmd)
+        for rec in out.outcomes:
+            await self._add_record(batches, "o", rec)
         for dl in out.dead_letters:
-            futures.append(await self._send_dead_letter(dl))
+            await self._add_dead_letter(batches, dl)
         for core in self.cores.values():
             for claim in core.take_claims():
-                futures.append(
-                    await self.app.producer.send(
-                        self.ledger_topic, claim_key(claim), encode_claim(claim), 0, None, None
-                    )
+                await batches.add(
+                    self.ledger_topic, claim_key(claim), encode_claim(claim), partition=0
                 )
-        if futures:
-            await asyncio.gather(*futures)
+        await batches.send()
         for core in self.cores.values():
             core.delivered()
         published = wall_ms()
@@ -442,13 +444,12 @@ class Pipeline:
                 first.reason,
             )
 
-    async def _send_record(self, code: str, record: dict[str, Any]) -> Any:
+    async def _add_record(self, batches: Batches, code: str, record: dict[str, Any]) -> None:
         """A command ("i") to the interventions topic, or an outcome ("o") to outcomes."""
         topic = self.interventions if code == "i" else self.outcomes
-        key = record["user_id"].encode()
-        return await self.app.producer.send(topic, key, encode(record), None, None, None)
+        await batches.add(topic, record["user_id"].encode(), encode(record))
 
-    async def _send_dead_letter(self, dl: DeadLetter) -> Any:
+    async def _add_dead_letter(self, batches: Batches, dl: DeadLetter) -> None:
         rec = dl.record
         headers = [
             ("goldenflow.error.code", dl.code.encode()),
@@ -457,7 +458,7 @@ class Pipeline:
             ("goldenflow.source.partition", str(rec.partition).encode()),
             ("goldenflow.source.offset", str(rec.offset).encode()),
         ]
-        return await self.app.producer.send(self.dlq, rec.key, rec.value, None, None, headers)
+        await batches.add(self.dlq, rec.key, rec.value, headers=headers)
 
     async def _checkpoint(self) -> None:
         """Write each journey touched since the last checkpoint to the changelog, once.
@@ -467,8 +468,7 @@ class Pipeline:
         local store is kept current; faust's recovery reads them back as usual.
         """
         store = self.table.data
-        send = self.app.producer.send
-        futures = []
+        batches = Batches(producer_of(self.app))
         for partition, core in self.cores.items():
             for user, snap in core.take_dirty():
                 key = user.encode()
@@ -476,14 +476,13 @@ class Pipeline:
                     store.pop(key, None)
                 else:
                     store[key] = snap
-                futures.append(await send(self.changelog, key, snap, partition, None, None))
+                await batches.add(self.changelog, key, snap, partition=partition)
             watermark = core.take_watermark()
             if watermark is not None:
                 key = watermark_key(partition)
                 store[key] = watermark
-                futures.append(await send(self.changelog, key, watermark, partition, None, None))
-        if futures:
-            await asyncio.gather(*futures)
+                await batches.add(self.changelog, key, watermark, partition=partition)
+        await batches.send()
 
 
 async def finish_even_if_cancelled(work: Awaitable[None]) -> None:

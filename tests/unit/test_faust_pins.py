@@ -8,6 +8,7 @@ from importlib.metadata import version
 from faust.streams import Stream
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import Producer as FaustProducer
 from faust.types.tuples import Message
 
 from stream.app.embedded import FAUST_VERSION
@@ -35,3 +36,9 @@ def test_old_generation_events_are_left_unacknowledged_the_way_faust_expects() -
     assert "message.generation_id != self.app.consumer_generation_id" in inspect.getsource(
         Stream._py_aiter
     )
+
+
+def test_faust_sends_through_the_aiokafka_producer_the_publisher_batches_into() -> None:
+    """stream/app/publisher.py hands batches to the producer faust itself sends with."""
+    assert "return self._producer" in inspect.getsource(FaustProducer._ensure_producer)
+    assert "self._ensure_producer()" in inspect.getsource(FaustProducer.send)
