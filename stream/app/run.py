@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -30,11 +31,21 @@ def faust_worker(app: Any, settings: Settings) -> Worker:
     return worker
 
 
+#: The collector's thresholds in a worker (Python's default: 700, 10, 10).
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
 def run_worker(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT. Raises RuleFileError before starting on bad rules."""
     rulebook = load_rulebook(settings.rules_dir)
     asyncio.run(ensure_topics(settings))
     app = build_app(settings, rulebook, CollectorRegistry())
     worker = faust_worker(app, settings)
+    # A batch allocates tens of thousands of short-lived objects (faust's events,
+    # decoded journeys, records); with the default thresholds many outlive a young
+    # collection, are promoted, and trigger full collections of 30-70 ms that
+    # stall the event loop (measured: 46 in a 2-minute benchmark, 50-70 ms each).
+    # Collecting the young generation less often lets them die young instead.
+    gc.set_threshold(*GC_THRESHOLDS)
     log.info("rules %s loaded from %s", rulebook.version, settings.rules_dir)
     worker.execute_from_commandline()

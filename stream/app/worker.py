@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import uuid
@@ -28,7 +29,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from stream.app.embedded import use_fetch_highwaters
+from stream.app.embedded import short_fetch_wait, use_fetch_highwaters
 from stream.app.fetch_health import FetchHealth
 from stream.app.ledger import LedgerReader, claim_key, encode_claim, ledger_topic
 from stream.app.metrics import Metrics
@@ -69,7 +70,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "topic_replication_factor": settings.replication_factor,
         "consumer_auto_offset_reset": "earliest",
         "table_standby_replicas": settings.standby_replicas,
-        "producer_linger": 0.005,
+        "producer_linger": 0.0,
         "web_enabled": True,
         "web_host": settings.web_host,
         "web_bind": settings.web_host,
@@ -507,6 +508,7 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
     app = faust.App(settings.app_id, **faust_options(settings))
     if settings.profile == "embedded":
         use_fetch_highwaters(app, settings)  # see stream/app/embedded.py
+        short_fetch_wait(app)
     wait_out_outages(app)  # see stream/app/recovery_wait.py
     setup_prometheus_sensors(
         app, pattern="/metrics", registry=registry, name_prefix="goldenflow_faust"
@@ -561,7 +563,12 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
             # consumer is assigned now, dropping cores of partitions it no longer has.
             pipeline.revoke(set(pipeline.cores) - assigned)
             pipeline.assign(assigned)
+            first = not pipeline.ready
             pipeline.ready = True
+        if first:
+            # What exists after the first recovery (faust's and aiokafka's services,
+            # the rules) lives as long as the worker: keep it out of later collections.
+            gc.freeze()
         # Any command a crash left in an outbox goes out with the next tick (within
         # half a second); ticking here would hold faust's rebalance up, and the seek of
         # the new partitions to their committed offsets comes after this returns.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import inspect
 from importlib.metadata import version
 
+from aiokafka import AIOKafkaConsumer
 from faust.streams import Stream
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Producer as FaustProducer
 from faust.types.tuples import Message
 
@@ -42,3 +44,15 @@ def test_faust_sends_through_the_aiokafka_producer_the_publisher_batches_into() 
     """stream/app/publisher.py hands batches to the producer faust itself sends with."""
     assert "return self._producer" in inspect.getsource(FaustProducer._ensure_producer)
     assert "self._ensure_producer()" in inspect.getsource(FaustProducer.send)
+
+
+def test_the_worker_consumer_is_built_by_a_method_whose_fetch_wait_can_be_shortened() -> None:
+    """stream/app/embedded.py short_fetch_wait: faust builds the worker's aiokafka
+    consumer in _create_worker_consumer, whose fetch wait the consumer's start reads."""
+    assert "self._create_worker_consumer(" in inspect.getsource(
+        AIOKafkaConsumerThread._create_consumer
+    )
+    assert "fetch_max_wait_ms=1500" in inspect.getsource(
+        AIOKafkaConsumerThread._create_worker_consumer
+    )
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
