@@ -76,6 +76,7 @@ KAFKA = (
     "ssl_cafile",
     "ssl_certfile",
     "ssl_keyfile",
+    "fetch_wait_ms",
     "profile",
 )
 TOPICS = ("app_id", "topic_prefix", "partitions", "replication_factor")

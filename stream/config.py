@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers (TLS)")
     ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
     ssl_keyfile: Path | None = Field(None, description="client private key (mutual TLS)")
+    fetch_wait_ms: int | None = Field(
+        None,
+        ge=1,
+        le=60_000,
+        description="longest the brokers may hold a fetch with no records yet "
+        "(default: 10 in the embedded profile, whose broker holds a fetch for all of "
+        "it; faust's 1500 otherwise)",
+    )
     profile: Literal["production", "embedded"] = Field(
         "production",
         description="'embedded' applies the settings the embedded test broker needs",

@@ -8,14 +8,13 @@ batched produces it would restore old or no state and still log "Recovery
 complete". In the ``embedded`` profile only, the worker's consumer answers that
 question from fetch responses instead, and produce batching stays on.
 
-Tansu also holds every fetch request for the whole fetch wait, even when records
-arrive meanwhile (Apache Kafka answers as soon as there are records). Faust asks
-for 1.5 s, so an event could wait that long before the worker saw it: a cancel
-request's retention offer took 0.4-0.9 s instead of milliseconds. In the
-``embedded`` profile the worker's consumer waits at most ``EMBEDDED_FETCH_WAIT_MS``.
+Tansu also holds a fetch request for the whole fetch wait when it has no records
+for it yet, even if records arrive meanwhile (Apache Kafka answers as soon as they
+do), so the embedded profile shortens the worker's fetch wait: see
+``stream/app/fetch_wait.py``.
 
-Each of these replaces one method on one consumer instance; they are pinned to the
-faust version below and tests fail if faust stops calling what they replace.
+This replaces one method on one consumer instance; it is pinned to the faust
+version below and a test fails if faust's recovery stops calling it.
 """
 
 from __future__ import annotations
@@ -33,9 +32,6 @@ log = logging.getLogger("goldenflow.embedded")
 
 #: The faust-streaming version whose recovery this was checked against.
 FAUST_VERSION = "0.15.3"
-
-#: Longest a fetch waits on the embedded broker (which never answers a fetch early).
-EMBEDDED_FETCH_WAIT_MS = 10
 
 
 async def fetch_highwaters(settings: Settings, tps: list[Any], timeout: float = 10.0) -> dict:
@@ -77,16 +73,3 @@ def use_fetch_highwaters(app: Any, settings: Settings) -> None:
         return result
 
     app.consumer.highwaters = highwaters
-
-
-def short_fetch_wait(app: Any, wait_ms: int = EMBEDDED_FETCH_WAIT_MS) -> None:
-    """Make the worker's consumer wait at most ``wait_ms`` for each fetch."""
-    thread = app.consumer._thread
-    create = thread._create_worker_consumer
-
-    def create_consumer(*args: Any, **kwargs: Any) -> Any:
-        consumer = create(*args, **kwargs)
-        consumer._fetch_max_wait_ms = wait_ms  # read by the fetcher the consumer starts
-        return consumer
-
-    thread._create_worker_consumer = create_consumer

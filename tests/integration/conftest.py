@@ -61,6 +61,8 @@ class Worker:
             "GOLDENFLOW_WEB_HOST": s.web_host,
             "GOLDENFLOW_STANDBY_REPLICAS": str(s.standby_replicas),
         }
+        if s.fetch_wait_ms is not None:
+            env["GOLDENFLOW_FETCH_WAIT_MS"] = str(s.fetch_wait_ms)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stream.cli", "worker"],

@@ -47,7 +47,7 @@ def test_faust_sends_through_the_aiokafka_producer_the_publisher_batches_into() 
 
 
 def test_the_worker_consumer_is_built_by_a_method_whose_fetch_wait_can_be_shortened() -> None:
-    """stream/app/embedded.py short_fetch_wait: faust builds the worker's aiokafka
+    """stream/app/fetch_wait.py set_fetch_wait: faust builds the worker's aiokafka
     consumer in _create_worker_consumer, whose fetch wait the consumer's start reads."""
     assert "self._create_worker_consumer(" in inspect.getsource(
         AIOKafkaConsumerThread._create_consumer

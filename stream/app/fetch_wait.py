@@ -1,0 +1,45 @@
+"""How long the worker's consumer lets the brokers hold a fetch that has no records yet.
+
+Apache Kafka answers a fetch as soon as records arrive, so the wait only bounds how
+long an idle fetch is held, and faust's 1.5 s is harmless. The embedded broker
+(Tansu) holds such a fetch for the whole wait, even when records arrive meanwhile:
+with faust's 1.5 s an event could wait that long before the worker saw it (measured:
+a cancel request's retention offer took 0.4-0.9 s at the median; a plain consumer
+with a 500 ms wait saw records 127 ms late at the median, with 10 ms 4 ms). So the
+embedded profile waits at most 10 ms. Tansu on S3 storage, which reads each fetch
+from the object store, needs longer (with 10 ms its fetches came back empty and
+the worker barely moved): ``GOLDENFLOW_FETCH_WAIT_MS`` sets the wait for any broker.
+
+faust builds the worker's aiokafka consumer in one method with the wait written in;
+this wraps that method on one consumer instance (pinned to the faust version in
+``stream.app.embedded.FAUST_VERSION``, checked by ``tests/unit/test_faust_pins.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream.config import Settings
+
+#: The embedded profile's fetch wait when GOLDENFLOW_FETCH_WAIT_MS is not set.
+EMBEDDED_FETCH_WAIT_MS = 10
+
+
+def fetch_wait_ms(settings: Settings) -> int | None:
+    """The fetch wait to use, or None to keep faust's."""
+    if settings.fetch_wait_ms is not None:
+        return settings.fetch_wait_ms
+    return EMBEDDED_FETCH_WAIT_MS if settings.profile == "embedded" else None
+
+
+def set_fetch_wait(app: Any, wait_ms: int) -> None:
+    """Make the worker's consumer let a fetch wait at most ``wait_ms``."""
+    thread = app.consumer._thread
+    create = thread._create_worker_consumer
+
+    def create_consumer(*args: Any, **kwargs: Any) -> Any:
+        consumer = create(*args, **kwargs)
+        consumer._fetch_max_wait_ms = wait_ms  # read by the fetcher the consumer starts
+        return consumer
+
+    thread._create_worker_consumer = create_consumer
