@@ -41,8 +41,7 @@ class Settings(BaseSettings):
         ge=1,
         le=60_000,
         description="longest the brokers may hold a fetch with no records yet "
-        "(default: 10 in the embedded profile, whose broker holds a fetch for all of "
-        "it; faust's 1500 otherwise)",
+        "(default: faust's 1500; the embedded broker holds a fetch for all of it)",
     )
     profile: Literal["production", "embedded"] = Field(
         "production",

@@ -3,12 +3,16 @@
 Apache Kafka answers a fetch as soon as records arrive, so the wait only bounds how
 long an idle fetch is held, and faust's 1.5 s is harmless. The embedded broker
 (Tansu) holds such a fetch for the whole wait, even when records arrive meanwhile:
-with faust's 1.5 s an event could wait that long before the worker saw it (measured:
+with faust's 1.5 s an event can wait that long before the worker sees it (measured:
 a cancel request's retention offer took 0.4-0.9 s at the median; a plain consumer
-with a 500 ms wait saw records 127 ms late at the median, with 10 ms 4 ms). So the
-embedded profile waits at most 10 ms. Tansu on S3 storage, which reads each fetch
-from the object store, needs longer (with 10 ms its fetches came back empty and
-the worker barely moved): ``GOLDENFLOW_FETCH_WAIT_MS`` sets the wait for any broker.
+with a 500 ms wait saw records 127 ms late at the median, with 10 ms 4 ms).
+
+``GOLDENFLOW_FETCH_WAIT_MS`` sets the wait. It is not shortened by default, on any
+profile: with 10 ms the crash tests (kills and rebalances on the embedded broker)
+failed in two of four runs, an event replayed after a rebalance falling behind a
+watermark that had passed it, and Tansu on S3 storage, which reads each fetch from
+the object store, barely moved (its fetches came back empty). See
+docs/performance.md and docs/reliability.md.
 
 faust builds the worker's aiokafka consumer in one method with the wait written in;
 this wraps that method on one consumer instance (pinned to the faust version in
@@ -21,15 +25,10 @@ from typing import Any
 
 from stream.config import Settings
 
-#: The embedded profile's fetch wait when GOLDENFLOW_FETCH_WAIT_MS is not set.
-EMBEDDED_FETCH_WAIT_MS = 10
-
 
 def fetch_wait_ms(settings: Settings) -> int | None:
     """The fetch wait to use, or None to keep faust's."""
-    if settings.fetch_wait_ms is not None:
-        return settings.fetch_wait_ms
-    return EMBEDDED_FETCH_WAIT_MS if settings.profile == "embedded" else None
+    return settings.fetch_wait_ms
 
 
 def set_fetch_wait(app: Any, wait_ms: int) -> None:

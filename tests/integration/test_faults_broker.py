@@ -63,10 +63,6 @@ OUTAGE_LOG = re.compile(
 )
 
 
-#: The workers' fetch wait against the broker on S3 storage.
-S3_FETCH_WAIT_MS = 500
-
-
 @pytest.fixture
 def s3_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     """The embedded broker with S3 storage on a moto server, both on loopback."""
@@ -212,9 +208,6 @@ def run_outages(
         lateness_ms=LATENESS_MS,
         idle_ms=idle_ms,
         rules_dir=rules_with_budgets(tmp_path / "rules", 1e12),
-        # each fetch reads from the object store: more than the embedded profile's
-        # 10 ms (stream/app/fetch_wait.py)
-        fetch_wait_ms=S3_FETCH_WAIT_MS,
     )
     workers = [
         Worker(
