@@ -11,9 +11,9 @@ nothing is lost by leaving the old fetch alone.
 
 Leaving them alone includes not acknowledging them: faust acks every event of a
 batch after the handler returns, and an ack of an event nobody processed could let
-the next commit of a partition this worker keeps move past it. Faust's stream does
-the same for events of an old generation that have not reached the buffer yet
-(``Stream._py_aiter`` skips them untracked). Marking the message acked beforehand
+the next commit of a partition this worker keeps move past it. (Faust's stream
+drops events of an old generation that have not reached the buffer yet, in
+``Stream._py_aiter``, but acknowledges them.) Marking the message acked beforehand
 makes faust's ``Message.ack`` return without telling the consumer, and the
 consumer's wait for unacked messages drops acked ones; both are checked by
 ``tests/unit/test_faust_pins.py`` against the pinned faust version
