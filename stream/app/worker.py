@@ -51,6 +51,10 @@ log = logging.getLogger("goldenflow.worker")
 WATERMARK_KEY = b"\xffwatermark/"
 
 
+#: Caught-up readings older than this when the tick gets the lock are not used.
+CAUGHT_UP_MAX_AGE_MS = 1_000
+
+
 def watermark_key(partition: int) -> bytes:
     return WATERMARK_KEY + str(partition).encode()
 
@@ -335,8 +339,14 @@ class Pipeline:
     async def tick(self) -> None:
         now = wall_ms()
         caught_up = {p: await self._caught_up(p, now) for p in list(self.cores)}
+        read_at = wall_ms()
         async with self.lock:
             now = wall_ms()
+            if now - read_at > CAUGHT_UP_MAX_AGE_MS:
+                # A batch held the lock meanwhile (publishing through a broker outage,
+                # say): what was caught up then may not be now, and the silence since
+                # would make every topic idle at once. Trust nothing this tick.
+                caught_up = {}
             out = StepOutput()
             owned = self._owned()
             for partition, core in list(self.cores.items()):
