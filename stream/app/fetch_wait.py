@@ -10,8 +10,8 @@ with a 500 ms wait saw records 127 ms late at the median, with 10 ms 4 ms).
 ``GOLDENFLOW_FETCH_WAIT_MS`` sets the wait. It is not shortened by default, on any
 profile: with 10 ms the crash test (kills and rebalances on the embedded broker)
 failed in two of three runs, an event replayed after a rebalance falling behind a
-watermark that had passed it (before a fix to the idle timer that may have been
-the cause), and Tansu on S3 storage, which reads each fetch from the object store,
+watermark that had passed it (and in two of two after a fix to the idle timer),
+and Tansu on S3 storage, which reads each fetch from the object store,
 barely moved (its fetches came back empty). See docs/performance.md and
 docs/reliability.md.
 
