@@ -10,8 +10,8 @@ question from fetch responses instead, and produce batching stays on.
 
 Tansu also holds a fetch request for the whole fetch wait when it has no records
 for it yet, even if records arrive meanwhile (Apache Kafka answers as soon as they
-do), so the embedded profile shortens the worker's fetch wait: see
-``stream/app/fetch_wait.py``.
+do); ``GOLDENFLOW_FETCH_WAIT_MS`` shortens the wait (``stream/app/fetch_wait.py``),
+which is not done by default.
 
 This replaces one method on one consumer instance; it is pinned to the faust
 version below and a test fails if faust's recovery stops calling it.

@@ -24,13 +24,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.config import Settings
-
-
-def fetch_wait_ms(settings: Settings) -> int | None:
-    """The fetch wait to use, or None to keep faust's."""
-    return settings.fetch_wait_ms
-
 
 def set_fetch_wait(app: Any, wait_ms: int) -> None:
     """Make the worker's consumer let a fetch wait at most ``wait_ms``."""

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from stream.app.embedded import use_fetch_highwaters
 from stream.app.fetch_health import FetchHealth
-from stream.app.fetch_wait import fetch_wait_ms, set_fetch_wait
+from stream.app.fetch_wait import set_fetch_wait
 from stream.app.ledger import LedgerReader, claim_key, encode_claim, ledger_topic
 from stream.app.metrics import Metrics
 from stream.app.publisher import Batches, producer_of
@@ -519,9 +519,8 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
     app = faust.App(settings.app_id, **faust_options(settings))
     if settings.profile == "embedded":
         use_fetch_highwaters(app, settings)  # see stream/app/embedded.py
-    wait = fetch_wait_ms(settings)
-    if wait is not None:
-        set_fetch_wait(app, wait)  # see stream/app/fetch_wait.py
+    if settings.fetch_wait_ms is not None:
+        set_fetch_wait(app, settings.fetch_wait_ms)  # see stream/app/fetch_wait.py
     wait_out_outages(app)  # see stream/app/recovery_wait.py
     setup_prometheus_sensors(
         app, pattern="/metrics", registry=registry, name_prefix="goldenflow_faust"

@@ -1,13 +1,29 @@
-"""The fetch wait the worker's consumer gets."""
+"""The fetch wait given to the worker's consumer is the one it starts its fetcher with."""
 
 from __future__ import annotations
 
-from stream.app.fetch_wait import fetch_wait_ms
-from stream.config import Settings
+import asyncio
+
+import faust
+
+from stream.app.fetch_wait import set_fetch_wait
 
 
-def test_fausts_wait_unless_one_is_set() -> None:
-    assert fetch_wait_ms(Settings(profile="embedded")) is None
-    assert fetch_wait_ms(Settings(profile="production")) is None
-    assert fetch_wait_ms(Settings(profile="embedded", fetch_wait_ms=10)) == 10
-    assert fetch_wait_ms(Settings(profile="production", fetch_wait_ms=100)) == 100
+def worker_consumer_wait(app: faust.App) -> int:
+    async def build() -> int:
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        return int(consumer._fetch_max_wait_ms)
+
+    return asyncio.run(build())
+
+
+def test_a_set_wait_replaces_fausts() -> None:
+    app = faust.App("fetch-wait-set", broker="kafka://127.0.0.1:1")
+    set_fetch_wait(app, 10)
+    assert worker_consumer_wait(app) == 10
+
+
+def test_without_it_faust_keeps_its_own_wait() -> None:
+    assert (
+        worker_consumer_wait(faust.App("fetch-wait-default", broker="kafka://127.0.0.1:1")) == 1500
+    )
