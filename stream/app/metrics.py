@@ -158,6 +158,24 @@ class Metrics:
             "and unacknowledged (the partition's owner reads them from its committed offset).",
             registry=registry,
         )
+        self.replayed_events = Counter(
+            "goldenflow_replayed_events_total",
+            "Input records at offsets the partition's checkpointed state has taken in "
+            "already (read again from a committed offset behind it): skipped.",
+            registry=registry,
+        )
+        self.rereads = Counter(
+            "goldenflow_rereads_total",
+            "Seeks back to the next offset the state expects, after records past a gap "
+            "in a topic partition's offsets arrived (held back, read again).",
+            registry=registry,
+        )
+        self.offset_gaps = Counter(
+            "goldenflow_offset_gaps_skipped_total",
+            "Gaps in a topic partition's offsets still there after reading again "
+            "(transaction markers, retention, compaction): moved past.",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "goldenflow_batch_events",
             "Events handed to the core per batch.",

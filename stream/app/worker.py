@@ -36,6 +36,7 @@ from stream.app.ledger import LedgerReader, claim_key, encode_claim, ledger_topi
 from stream.app.metrics import Metrics
 from stream.app.publisher import Batches, producer_of
 from stream.app.recovery_wait import wait_out_outages
+from stream.app.rereads import Rereads, held_events
 from stream.app.stale_events import set_aside, split_current
 from stream.app.topics import changelog_topic
 from stream.config import Settings
@@ -134,6 +135,7 @@ class Pipeline:
             sources=tuple(settings.input_topics.values()),
             partitions=settings.partitions,
             origin=uuid.uuid4().hex[:12],
+            track_offsets=True,
         )
         self.lock = asyncio.Lock()
         self.interventions = settings.topic("interventions")
@@ -148,6 +150,7 @@ class Pipeline:
         self._budget_day: int | None = None
         self._retry: set[int] = set()  # partitions whose parked facts can be decided again
         self.last_offset: dict[TP, int] = {}  # last offset processed per input partition
+        self.rereads = Rereads(app, metrics)
         self.ready = False  # set once the first assignment's state is recovered
         self.dlq = settings.topic("dlq")
         self.fetch_health = FetchHealth(app, self.kinds, metrics)
@@ -293,6 +296,7 @@ class Pipeline:
                     self.metrics.watermark.remove(str(p))
         for tp in [tp for tp in self.last_offset if tp.partition in partitions]:
             del self.last_offset[tp]
+        self.rereads.forget(partitions)
 
     # -- batches -----------------------------------------------------------------------
 
@@ -334,6 +338,11 @@ class Pipeline:
             for partition, records in by_partition.items():
                 out.extend(self.core(partition).step(records, now_ms=now))
             self.metrics.batch_size.observe(len(events))
+            if out.held or self.rereads.pending:
+                set_aside(held_events(events, out.held))
+                await self.rereads.after_batch(out.held, out.gaps, self.cores, now)
+            if out.replayed:
+                self.metrics.replayed_events.inc(out.replayed)
             await self._publish(out, now)
 
     async def tick(self) -> None:
@@ -373,6 +382,8 @@ class Pipeline:
         recent response confirmed (the broker cannot be reached) is not trusted: see
         ``stream/app/fetch_health.py``.
         """
+        if self.rereads.pending_on(partition):
+            return False  # records past a gap were held back: not read to the end
         consumer = self.app.consumer
         caught_up = True
         for topic in self.kinds:

@@ -31,6 +31,7 @@ from stream.domain.facts import (
 from stream.domain.guard import budgeted, judge, offer_scope
 from stream.domain.guardrails import Guardrails
 from stream.domain.journey import Journey, event_key
+from stream.domain.progress import SEEN, TAKE, Progress
 from stream.domain.store import JourneyStore, encode_snapshot
 from stream.domain.timing import Timing
 from stream.domain.watermark import Watermark
@@ -77,6 +78,9 @@ class CoreConfig:
     partitions: int = 1
     #: tells this process's budget claims from others' (the adapter passes a unique id)
     origin: str = ""
+    #: keep the next offset of each input topic with the state (stream.domain.progress):
+    #: the worker does; replay reads files, where order is all there is
+    track_offsets: bool = False
 
 
 @dataclass(slots=True)
@@ -93,6 +97,12 @@ class StepOutput:
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     #: deferred commands released in this step (also in ``commands``)
     released: int = 0
+    #: records at offsets the state has seen already, skipped
+    replayed: int = 0
+    #: records past a gap in their topic's offsets, not taken in (to be read again)
+    held: list[Record] = field(default_factory=list)
+    #: (partition, topic) -> the offset to read that topic again from
+    gaps: dict[tuple[int, str], int] = field(default_factory=dict)
 
     def extend(self, other: StepOutput) -> None:
         self.commands.extend(other.commands)
@@ -103,6 +113,9 @@ class StepOutput:
         self.decisions.extend(other.decisions)
         self.outcomes.extend(other.outcomes)
         self.released += other.released
+        self.replayed += other.replayed
+        self.held.extend(other.held)
+        self.gaps.update(other.gaps)
 
 
 class PartitionCore:
@@ -134,6 +147,7 @@ class PartitionCore:
         self.journeys = JourneyStore()
         self.deadlines = DeadlineIndex()
         self.watermark = Watermark(config.lateness_ms, config.sources, config.idle_ms, now_ms)
+        self.progress = Progress()
         self.dirty: set[str] = set()
         self.outboxed: set[str] = set()
         #: shoppers with facts waiting for a budget claim to settle
@@ -152,7 +166,17 @@ class PartitionCore:
         out = StepOutput()
         wm = self.watermark
         max_future = self.config.max_future_ms
+        check = self.progress.check if self.config.track_offsets else None
         for rec in records:
+            if check is not None:
+                seen = check(rec.topic, rec.offset)
+                if seen != TAKE:
+                    if seen == SEEN:
+                        out.replayed += 1
+                    else:
+                        out.held.append(rec)
+                        out.gaps[(self.partition, rec.topic)] = self.progress.next[rec.topic]
+                    continue
             try:
                 ev = decode(rec.value, rec.kind)
             except InvalidEvent as exc:
@@ -187,6 +211,9 @@ class PartitionCore:
             if journey is None:
                 journey = self.journeys[ev.user_id] = Journey(ev.user_id)
             self._apply(journey, ev, key, rec, out, now_ms)
+        if out.gaps:  # a gap the same batch filled (read again already) is no gap
+            gaps = self.progress.gaps
+            out.gaps = {k: v for k, v in out.gaps.items() if k[1] in gaps}
         return out
 
     def _apply(
@@ -378,16 +405,20 @@ class PartitionCore:
         return changed
 
     def take_watermark(self) -> bytes | None:
-        """The watermark's snapshot if it moved since the last call, else None."""
-        snap = orjson.dumps(self.watermark.snapshot())
+        """The watermark's snapshot and the input offsets taken in (one record, so
+        they are checkpointed together), if either moved since the last call."""
+        snap = orjson.dumps([*self.watermark.snapshot(), self.progress.snapshot()])
         if snap == self._last_watermark:
             return None
         self._last_watermark = snap
         return snap
 
     def restore_watermark(self, raw: bytes, now_ms: int | None) -> None:
-        self.watermark.restore(orjson.loads(raw), now_ms)
-        self._last_watermark = orjson.dumps(self.watermark.snapshot())
+        snap = orjson.loads(raw)
+        self.watermark.restore(snap[:2], now_ms)
+        if len(snap) > 2:  # written before offsets were kept: no progress to restore
+            self.progress.restore(snap[2])
+        self._last_watermark = orjson.dumps([*self.watermark.snapshot(), self.progress.snapshot()])
 
     def retry_parked(self, *, now_ms: int | None) -> StepOutput:
         """Decide again the facts parked for budget (call when a claim settled)."""

@@ -10,12 +10,23 @@ sources: a source that has sent nothing for ``idle_ms`` of wall-clock time stops
 holding the watermark back, and when every source is idle the watermark follows
 the wall clock from the last event, so deadlines still fire when traffic stops.
 Replay has no wall clock and one merged source, which keeps it deterministic.
+
+Idleness is a reading of the consumer's position at one moment, and it expires: a
+source marked idle stops holding the watermark back only until ``IDLE_READING_MS``
+after the refresh that marked it. If no refresh confirms it by then (the worker was
+held up, say by a batch publishing through a broker outage), events of the other
+sources count every source again, and the caught-up streak starts over. Otherwise
+a mark made just before an outage would let the first batch after it move the
+watermark past what the quiet topics hold in the broker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+
+#: An idle mark not confirmed by a refresh for this long no longer counts (wall ms).
+IDLE_READING_MS = 2_000
 
 
 class _Source:
@@ -31,10 +42,12 @@ class Watermark:
     __slots__ = (
         "_single",
         "_sources",
+        "any_idle",
         "caught_up_since",
         "idle_ms",
         "last_event_wall_ms",
         "lateness_ms",
+        "refreshed_at",
         "value",
     )
 
@@ -51,6 +64,9 @@ class Watermark:
         self.last_event_wall_ms: int | None = None
         #: wall clock since when the consumer has been caught up without a break
         self.caught_up_since: int | None = None
+        #: wall clock of the last refresh, and whether it left any source idle
+        self.refreshed_at: int | None = None
+        self.any_idle = False
         names = list(sources) if sources is not None else [""]
         self._single = sources is None
         self._sources = {name: _Source(start_wall_ms) for name in names}
@@ -72,11 +88,23 @@ class Watermark:
         if now_ms is not None:
             src.last_wall_ms = now_ms
             self.last_event_wall_ms = now_ms
+            if self.any_idle and self._expired(now_ms):
+                self._forget_idleness()
         src.idle = False
         if src.max_ts is None or ts_ms > src.max_ts:
             src.max_ts = ts_ms
             self._recompute()
         return self.value
+
+    def _expired(self, now_ms: int) -> bool:
+        """No refresh within ``IDLE_READING_MS``: what the last one said is not known now."""
+        return self.refreshed_at is None or now_ms - self.refreshed_at > IDLE_READING_MS
+
+    def _forget_idleness(self) -> None:
+        for src in self._sources.values():
+            src.idle = False
+        self.any_idle = False
+        self.caught_up_since = None
 
     def _recompute(self) -> None:
         low: int | None = None
@@ -124,18 +152,24 @@ class Watermark:
         """
         before = self.value
         idle_ms = self.idle_ms
+        if self._expired(now_ms):  # a gap in the readings breaks the caught-up streak
+            self.caught_up_since = None
+        self.refreshed_at = now_ms
         if not caught_up:
             self.caught_up_since = None
         elif self.caught_up_since is None:
             self.caught_up_since = now_ms
         since = self.caught_up_since
         all_idle = True
+        any_idle = False
         for src in self._sources.values():
             last = src.last_wall_ms
             src.idle = (
                 since is not None and last is not None and now_ms - max(last, since) >= idle_ms
             )
             all_idle = all_idle and src.idle
+            any_idle = any_idle or src.idle
+        self.any_idle = any_idle
         self._recompute()
         last_event = self.last_event_wall_ms
         newest = self.max_event_ms

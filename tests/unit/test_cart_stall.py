@@ -157,13 +157,23 @@ def test_malformed_messages_are_dead_lettered_and_the_rest_processed() -> None:
     assert out.events_by_type == {"cart_add": 1}
 
 
+def ticking(
+    c: PartitionCore, start: int, end: int, caught_up: bool = True, every: int = 500
+) -> list[dict]:
+    """What a worker's timer does: refresh the watermark every ``every`` ms."""
+    out = []
+    for now in range(start, end + 1, every):
+        out += c.advance(now_ms=now, caught_up=caught_up).commands
+    return out
+
+
 def test_idle_partition_follows_the_wall_clock_in_live_mode() -> None:
     ev, c = EventMaker(), core(CoreConfig(lateness_ms=MINUTE, idle_ms=5 * SECOND))
     wall = 1_800_000_000_000
     run(c, [ev.add("kim", T0)], now=wall)
-    assert c.advance(now_ms=wall + 4 * SECOND).commands == []  # not idle yet
+    assert ticking(c, wall + 500, wall + 4 * SECOND) == []  # not idle yet
     # idle: watermark = T0 - 1m + elapsed wall time; due at T0+10m -> needs 11m of idle
-    assert c.advance(now_ms=wall + 11 * MINUTE).commands == []
+    assert ticking(c, wall + 4 * SECOND + 500, wall + 11 * MINUTE) == []
     fired = c.advance(now_ms=wall + 11 * MINUTE + SECOND).commands
     assert [cmd["user_id"] for cmd in fired] == ["kim"]
     assert fired[0]["decided_at"] == "2027-01-15T08:11:01.000Z"
@@ -254,10 +264,54 @@ def test_a_silent_topic_stops_holding_the_watermark_after_idle_ms() -> None:
     assert c.step([rec(tick(ev, T0 + HOUR))], now_ms=wall + 6 * SECOND).commands == []
     assert c.watermark.value is None
     # caught up again: silence counts from now, not from the last event
-    assert c.advance(now_ms=wall + 7 * SECOND, caught_up=True).commands == []
-    assert c.advance(now_ms=wall + 11 * SECOND, caught_up=True).commands == []
+    assert ticking(c, wall + 7 * SECOND, wall + 11_500) == []
     out = c.advance(now_ms=wall + 12 * SECOND, caught_up=True)
     assert [cmd["user_id"] for cmd in out.commands] == ["pia"]
+
+
+def test_silence_counts_only_while_the_timer_keeps_confirming_it() -> None:
+    """A gap in the refreshes (a worker held up) breaks the caught-up streak."""
+    ev = EventMaker()
+    wall = 1_800_000_000_000
+    base = core(CoreConfig(lateness_ms=MINUTE, idle_ms=5 * SECOND))
+    c = PartitionCore(0, base.timing, base.decider, base.config, now_ms=wall)
+    c.step([rec(ev.add("pia", T0))], now_ms=wall)
+    ticking(c, wall + 500, wall + 3 * SECOND)
+    # nothing for three seconds, then the timer again: silence counts from here
+    ticking(c, wall + 6 * SECOND, wall + 10_500)
+    assert c.watermark.value == T0 - MINUTE  # not idle: only what the event says
+    c.advance(now_ms=wall + 11 * SECOND, caught_up=True)
+    assert c.watermark.value == T0 - MINUTE + 11 * SECOND
+
+
+def test_an_idle_mark_made_before_a_stall_does_not_move_the_watermark_after_it() -> None:
+    """Every topic was quiet and read to its end, then the broker went away and the
+    worker's timer was held up (a batch publishing through the outage). After it, the
+    first batch brings cart events well ahead of what the other topics hold in the
+    broker: the idle marks of before the outage must not count for it."""
+    ev = EventMaker()
+    wall = 1_800_000_000_000
+    base = core(CoreConfig(lateness_ms=MINUTE, idle_ms=5 * SECOND, sources=KINDS))
+    c = PartitionCore(0, base.timing, base.decider, base.config, now_ms=wall)
+    item = [{"sku": "s", "category": "fresh_food", "price": 2.0}]
+    c.step(
+        [
+            rec(ev.add("pia", T0)),
+            rec(ev("checkout_start", "x", T0, checkout_id="c", items=item)),
+            rec(ev("cashier_enter", "x", T0, order_id="o")),
+            rec(ev("order_paid", "x", T0, order_id="o")),
+        ],
+        now_ms=wall,
+    )
+    ticking(c, wall + 500, wall + 6 * SECOND)
+    held = c.watermark.value  # every topic idle: it follows the wall clock
+    assert held is not None and held > T0 - MINUTE
+    # twelve seconds without a refresh, then a batch of cart events only
+    c.step([rec(ev.add("pia", T0 + 30 * MINUTE, sku="b"))], now_ms=wall + 18 * SECOND)
+    assert c.watermark.value == held
+    later = ev("checkout_start", "y", T0 + 5 * MINUTE, checkout_id="d", items=item)
+    out = c.step([rec(later)], now_ms=wall + 18_100)
+    assert out.dead_letters == []
 
 
 def test_an_outage_longer_than_idle_ms_does_not_make_the_topics_idle() -> None:

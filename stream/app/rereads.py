@@ -1,0 +1,120 @@
+"""Reading a topic partition again from the offset its state expects next.
+
+A partition core holds back records past a gap in their topic's offsets and says
+from which offset to read again (``stream/domain/progress.py``). Gaps happen when
+the consumer starts past records the state never took in (a committed offset ahead
+of the checkpoint) or when records are dropped around a rebalance. This module
+seeks the consumer back there with faust's ``Consumer.seek``, which also moves
+faust's own read offset back (otherwise faust would drop the records read again
+as already read), and leaves the held-back events unacknowledged so no commit moves
+past them.
+
+Records fetched before the seek keep arriving for a moment and are held back too.
+If the gap is still there ``REREAD_WAIT_MS`` after a seek, the seek is repeated;
+after ``REREAD_TRIES`` of them the gap is taken to be real (transaction markers,
+retention or compaction leave offsets no consumer gets) and the core moves on to
+the next record there is, with a warning and ``goldenflow_offset_gaps_skipped_total``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from faust.types import TP
+
+from stream.app.metrics import Metrics
+from stream.domain.engine import PartitionCore, Record
+
+log = logging.getLogger("goldenflow.rereads")
+
+#: How long records fetched before a seek may keep arriving (wall ms).
+REREAD_WAIT_MS = 5_000
+#: Seeks to the same offset before the gap is taken to be real.
+REREAD_TRIES = 3
+
+
+@dataclass(slots=True)
+class _Pending:
+    offset: int
+    since_ms: int
+    tries: int
+
+
+def held_events(events: Sequence[Any], held: Sequence[Record]) -> list[Any]:
+    """The faust events behind the records a core held back."""
+    if not held:
+        return []
+    keys = {(r.topic, r.partition, r.offset) for r in held}
+    return [e for e in events if (e.message.topic, e.message.partition, e.message.offset) in keys]
+
+
+class Rereads:
+    """The seeks under way, by (partition, topic)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.pending: dict[tuple[int, str], _Pending] = {}
+
+    def pending_on(self, partition: int) -> bool:
+        """True while records of ``partition`` are held back for a read from a gap."""
+        return any(p == partition for p, _ in self.pending)
+
+    def forget(self, partitions: Collection[int]) -> None:
+        for key in [k for k in self.pending if k[0] in partitions]:
+            del self.pending[key]
+
+    async def after_batch(
+        self,
+        held: Sequence[Record],
+        gaps: Mapping[tuple[int, str], int],
+        cores: Mapping[int, PartitionCore],
+        now_ms: int,
+    ) -> None:
+        """Seek where a batch left gaps; forget the seeks whose gap is filled."""
+        for key in list(self.pending):
+            core = cores.get(key[0])
+            if core is None or key[1] not in core.progress.gaps:
+                del self.pending[key]
+        for (partition, topic), expected in gaps.items():
+            offset = expected
+            core = cores.get(partition)
+            if core is None:
+                continue
+            pending = self.pending.get((partition, topic))
+            tries = 1
+            if pending is not None and pending.offset == offset:
+                if now_ms - pending.since_ms < REREAD_WAIT_MS:
+                    continue  # what was fetched before the seek is still arriving
+                tries = pending.tries + 1
+            if tries > REREAD_TRIES:
+                # read from the gap long enough ago that these came after the seek:
+                # the first of them is the first record there is after the gap
+                first = min(r.offset for r in held if (r.partition, r.topic) == (partition, topic))
+                core.progress.skip_gap(topic, first)
+                self.metrics.offset_gaps.inc()
+                log.warning(
+                    "%s[%d]: no records at offsets %d-%d after reading from there %d times "
+                    "(transaction markers, retention or compaction): going on from %d",
+                    topic,
+                    partition,
+                    offset,
+                    first - 1,
+                    REREAD_TRIES,
+                    first,
+                )
+                offset, tries = first, 1  # so the records held back come again
+            await self.app.consumer.seek(TP(topic, partition), offset)
+            self.pending[(partition, topic)] = _Pending(offset, now_ms, tries)
+            self.metrics.rereads.inc()
+            log.warning(
+                "%s[%d]: records from offset %d never reached the partition's state "
+                "(the consumer started past them or dropped them around a rebalance): "
+                "reading again from there",
+                topic,
+                partition,
+                offset,
+            )
