@@ -10,10 +10,12 @@ as already read), and leaves the held-back events unacknowledged so no commit mo
 past them.
 
 Records fetched before the seek keep arriving for a moment and are held back too.
-If the gap is still there ``REREAD_WAIT_MS`` after a seek, the seek is repeated;
-after ``REREAD_TRIES`` of them the gap is taken to be real (transaction markers,
-retention or compaction leave offsets no consumer gets) and the core moves on to
-the next record there is, with a warning and ``goldenflow_offset_gaps_skipped_total``.
+If the gap is still there ``REREAD_WAIT_MS`` after a seek, the worker's timer seeks
+again (a seek made while faust's recovery is still seeking to committed offsets is
+undone by it); after ``REREAD_TRIES`` seeks the gap is taken to be real
+(transaction markers, retention or compaction leave offsets no consumer gets) and
+the core goes on from the first record held back past it, with a warning and
+``goldenflow_offset_gaps_skipped_total``.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ REREAD_TRIES = 3
 
 @dataclass(slots=True)
 class _Pending:
-    offset: int
-    since_ms: int
+    offset: int  # where the state expects the topic to go on
+    since_ms: int  # when it last sought there
     tries: int
+    first_held: int  # the lowest offset held back past the gap so far
 
 
 def held_events(events: Sequence[Any], held: Sequence[Record]) -> list[Any]:
@@ -74,47 +77,61 @@ class Rereads:
         cores: Mapping[int, PartitionCore],
         now_ms: int,
     ) -> None:
-        """Seek where a batch left gaps; forget the seeks whose gap is filled."""
+        """Seek where a batch left a new gap; forget the seeks whose gap is filled."""
+        self._forget_filled(cores)
+        for (partition, topic), expected in gaps.items():
+            first = min(r.offset for r in held if (r.partition, r.topic) == (partition, topic))
+            pending = self.pending.get((partition, topic))
+            if pending is not None and pending.offset == expected:
+                # records fetched before the seek, or the seek did not take: the timer
+                # seeks again once they have had time to arrive (retry)
+                pending.first_held = min(pending.first_held, first)
+                continue
+            self.pending[(partition, topic)] = _Pending(expected, now_ms, 1, first)
+            await self._seek(partition, topic, expected)
+
+    async def retry(self, cores: Mapping[int, PartitionCore], now_ms: int) -> None:
+        """Seek again where a gap outlived ``REREAD_WAIT_MS``; after ``REREAD_TRIES``
+        seeks take it to be real and go on from the first record held past it."""
+        self._forget_filled(cores)
+        for (partition, topic), pending in list(self.pending.items()):
+            if now_ms - pending.since_ms < REREAD_WAIT_MS:
+                continue
+            pending.since_ms = now_ms
+            pending.tries += 1
+            if pending.tries <= REREAD_TRIES:
+                await self._seek(partition, topic, pending.offset)
+                continue
+            first = pending.first_held
+            cores[partition].progress.skip_gap(topic, first)
+            del self.pending[(partition, topic)]
+            self.metrics.offset_gaps.inc()
+            log.warning(
+                "%s[%d]: no records at offsets %d-%d after reading from there %d times "
+                "(transaction markers, retention or compaction): going on from %d",
+                topic,
+                partition,
+                pending.offset,
+                first - 1,
+                REREAD_TRIES,
+                first,
+            )
+            await self.app.consumer.seek(TP(topic, partition), first)  # it was held back
+
+    def _forget_filled(self, cores: Mapping[int, PartitionCore]) -> None:
         for key in list(self.pending):
             core = cores.get(key[0])
             if core is None or key[1] not in core.progress.gaps:
                 del self.pending[key]
-        for (partition, topic), expected in gaps.items():
-            offset = expected
-            core = cores.get(partition)
-            if core is None:
-                continue
-            pending = self.pending.get((partition, topic))
-            tries = 1
-            if pending is not None and pending.offset == offset:
-                if now_ms - pending.since_ms < REREAD_WAIT_MS:
-                    continue  # what was fetched before the seek is still arriving
-                tries = pending.tries + 1
-            if tries > REREAD_TRIES:
-                # read from the gap long enough ago that these came after the seek:
-                # the first of them is the first record there is after the gap
-                first = min(r.offset for r in held if (r.partition, r.topic) == (partition, topic))
-                core.progress.skip_gap(topic, first)
-                self.metrics.offset_gaps.inc()
-                log.warning(
-                    "%s[%d]: no records at offsets %d-%d after reading from there %d times "
-                    "(transaction markers, retention or compaction): going on from %d",
-                    topic,
-                    partition,
-                    offset,
-                    first - 1,
-                    REREAD_TRIES,
-                    first,
-                )
-                offset, tries = first, 1  # so the records held back come again
-            await self.app.consumer.seek(TP(topic, partition), offset)
-            self.pending[(partition, topic)] = _Pending(offset, now_ms, tries)
-            self.metrics.rereads.inc()
-            log.warning(
-                "%s[%d]: records from offset %d never reached the partition's state "
-                "(the consumer started past them or dropped them around a rebalance): "
-                "reading again from there",
-                topic,
-                partition,
-                offset,
-            )
+
+    async def _seek(self, partition: int, topic: str, offset: int) -> None:
+        await self.app.consumer.seek(TP(topic, partition), offset)
+        self.metrics.rereads.inc()
+        log.warning(
+            "%s[%d]: records from offset %d never reached the partition's state "
+            "(the consumer started past them or dropped them around a rebalance): "
+            "reading again from there",
+            topic,
+            partition,
+            offset,
+        )

@@ -367,6 +367,8 @@ class Pipeline:
                 if core.parked and not core.budget.in_flight:  # e.g. their claim died with a
                     # worker: decide again (claiming afresh)
                     out.extend(core.retry_parked(now_ms=now))
+            if self.rereads.pending:
+                await self.rereads.retry(self.cores, now)
             await self._publish(out, now)
 
     def _owned(self) -> set[int]:
