@@ -18,6 +18,7 @@ EXPECTED_ALERTS = {
     "GoldenflowConsumerLagGrowing",
     "GoldenflowBrokerUnreachable",
     "GoldenflowDeadLetterRate",
+    "GoldenflowInputGapSkipped",
     "GoldenflowRuleReloadFailing",
     "GoldenflowBudgetExhausted",
     "GoldenflowPatternStoppedEmitting",
