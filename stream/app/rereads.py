@@ -71,16 +71,20 @@ class Rereads:
             del self.pending[key]
 
     async def after_batch(
-        self,
-        held: Sequence[Record],
-        gaps: Mapping[tuple[int, str], int],
-        cores: Mapping[int, PartitionCore],
-        now_ms: int,
+        self, held: Sequence[Record], cores: Mapping[int, PartitionCore], now_ms: int
     ) -> None:
-        """Seek where a batch left a new gap; forget the seeks whose gap is filled."""
+        """Seek where a batch held records back past a new gap; forget the seeks whose
+        gap is filled."""
         self._forget_filled(cores)
-        for (partition, topic), expected in gaps.items():
-            first = min(r.offset for r in held if (r.partition, r.topic) == (partition, topic))
+        firsts: dict[tuple[int, str], int] = {}
+        for r in held:
+            key = (r.partition, r.topic)
+            firsts[key] = min(firsts.get(key, r.offset), r.offset)
+        for (partition, topic), first in firsts.items():
+            core = cores.get(partition)
+            expected = None if core is None else core.progress.gaps.get(topic)
+            if expected is None:  # filled later in the same batch (read again already)
+                continue
             pending = self.pending.get((partition, topic))
             if pending is not None and pending.offset == expected:
                 # records fetched before the seek, or the seek did not take: the timer

@@ -12,8 +12,9 @@ nothing is lost by leaving the old fetch alone.
 Leaving them alone includes not acknowledging them: faust acks every event of a
 batch after the handler returns, and an ack of an event nobody processed could let
 the next commit of a partition this worker keeps move past it. (Faust's stream
-drops events of an old generation that have not reached the buffer yet, in
-``Stream._py_aiter``, but acknowledges them.) Marking the message acked beforehand
+drops events of an old generation that have not reached the buffer yet; its
+pure-Python iterator, ``Stream._py_aiter``, acknowledges them, the compiled one
+does not.) Marking the message acked beforehand
 makes faust's ``Message.ack`` return without telling the consumer, and the
 consumer's wait for unacked messages drops acked ones; both are checked by
 ``tests/unit/test_faust_pins.py`` against the pinned faust version

@@ -340,7 +340,7 @@ class Pipeline:
             self.metrics.batch_size.observe(len(events))
             if out.held or self.rereads.pending:
                 set_aside(held_events(events, out.held))
-                await self.rereads.after_batch(out.held, out.gaps, self.cores, now)
+                await self.rereads.after_batch(out.held, self.cores, now)
             if out.replayed:
                 self.metrics.replayed_events.inc(out.replayed)
             await self._publish(out, now)

@@ -99,10 +99,9 @@ class StepOutput:
     released: int = 0
     #: records at offsets the state has seen already, skipped
     replayed: int = 0
-    #: records past a gap in their topic's offsets, not taken in (to be read again)
+    #: records past a gap in their topic's offsets, not taken in (to be read again
+    #: from the offset in ``PartitionCore.progress.gaps``)
     held: list[Record] = field(default_factory=list)
-    #: (partition, topic) -> the offset to read that topic again from
-    gaps: dict[tuple[int, str], int] = field(default_factory=dict)
 
     def extend(self, other: StepOutput) -> None:
         self.commands.extend(other.commands)
@@ -115,7 +114,6 @@ class StepOutput:
         self.released += other.released
         self.replayed += other.replayed
         self.held.extend(other.held)
-        self.gaps.update(other.gaps)
 
 
 class PartitionCore:
@@ -175,7 +173,6 @@ class PartitionCore:
                         out.replayed += 1
                     else:
                         out.held.append(rec)
-                        out.gaps[(self.partition, rec.topic)] = self.progress.next[rec.topic]
                     continue
             try:
                 ev = decode(rec.value, rec.kind)
@@ -211,9 +208,6 @@ class PartitionCore:
             if journey is None:
                 journey = self.journeys[ev.user_id] = Journey(ev.user_id)
             self._apply(journey, ev, key, rec, out, now_ms)
-        if out.gaps:  # a gap the same batch filled (read again already) is no gap
-            gaps = self.progress.gaps
-            out.gaps = {k: v for k, v in out.gaps.items() if k[1] in gaps}
         return out
 
     def _apply(
@@ -407,7 +401,7 @@ class PartitionCore:
     def take_watermark(self) -> bytes | None:
         """The watermark's snapshot and the input offsets taken in (one record, so
         they are checkpointed together), if either moved since the last call."""
-        snap = orjson.dumps([*self.watermark.snapshot(), self.progress.snapshot()])
+        snap = self._partition_snapshot()
         if snap == self._last_watermark:
             return None
         self._last_watermark = snap
@@ -418,7 +412,10 @@ class PartitionCore:
         self.watermark.restore(snap[:2], now_ms)
         if len(snap) > 2:  # written before offsets were kept: no progress to restore
             self.progress.restore(snap[2])
-        self._last_watermark = orjson.dumps([*self.watermark.snapshot(), self.progress.snapshot()])
+        self._last_watermark = self._partition_snapshot()
+
+    def _partition_snapshot(self) -> bytes:
+        return orjson.dumps([*self.watermark.snapshot(), self.progress.snapshot()])
 
     def retry_parked(self, *, now_ms: int | None) -> StepOutput:
         """Decide again the facts parked for budget (call when a claim settled)."""

@@ -42,7 +42,7 @@ def setup() -> tuple[Rereads, Consumer, PartitionCore, CollectorRegistry, list[R
 
 def batch(rereads: Rereads, c: PartitionCore, records: list[Record], now: int) -> None:
     out = c.step(records, now_ms=None)
-    asyncio.run(rereads.after_batch(out.held, out.gaps, {0: c}, now))
+    asyncio.run(rereads.after_batch(out.held, {0: c}, now))
 
 
 def test_a_gap_is_sought_once_then_again_from_the_timer_until_filled() -> None:
@@ -84,4 +84,12 @@ def test_a_revoked_partition_forgets_its_gaps() -> None:
     batch(rereads, c, log[3:4], 0)
     assert rereads.pending_on(0)
     rereads.forget({0})
+    assert not rereads.pending_on(0)
+
+
+def test_a_gap_filled_later_in_the_same_batch_is_not_sought() -> None:
+    rereads, consumer, c, _, log = setup()
+    batch(rereads, c, log[:1], 0)
+    batch(rereads, c, [log[3], log[4], *log[1:]], 0)  # fetched before a seek, then again
+    assert consumer.seeks == []
     assert not rereads.pending_on(0)
