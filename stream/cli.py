@@ -88,6 +88,7 @@ ENGINE = (
     "horizon_ms",
     "batch_max",
     "batch_within_ms",
+    "drain",
     "standby_replicas",
 )
 PROCESS = ("web_host", "web_port", "log_level", "data_dir")

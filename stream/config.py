@@ -69,7 +69,15 @@ class Settings(BaseSettings):
     )
     batch_max: int = Field(2_000, ge=1, description="most events handed to the core at once")
     batch_within_ms: int = Field(
-        20, ge=1, description="longest wait to fill a batch (keeps immediate patterns fast)"
+        20,
+        ge=1,
+        description="longest wait to fill a batch (keeps immediate patterns fast; "
+        "drain=stream only: a batch drain takes what each fetch brings)",
+    )
+    drain: Literal["batch", "stream"] = Field(
+        "batch",
+        description="how events reach the core: whole fetches (batch) or faust's "
+        "per-event agent stream (stream); see stream/app/drain.py",
     )
 
     # -- the worker process -------------------------------------------------------------

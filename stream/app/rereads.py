@@ -46,12 +46,12 @@ class _Pending:
     first_held: int  # the lowest offset held back past the gap so far
 
 
-def held_events(events: Sequence[Any], held: Sequence[Record]) -> list[Any]:
-    """The faust events behind the records a core held back."""
+def held_messages(messages: Sequence[Any], held: Sequence[Record]) -> list[Any]:
+    """The faust messages behind the records a core held back."""
     if not held:
         return []
     keys = {(r.topic, r.partition, r.offset) for r in held}
-    return [e for e in events if (e.message.topic, e.message.partition, e.message.offset) in keys]
+    return [m for m in messages if (m.topic, m.partition, m.offset) in keys]
 
 
 class Rereads:

@@ -29,6 +29,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from stream.app.drain import use_batch_drain
 from stream.app.embedded import use_fetch_highwaters
 from stream.app.fetch_health import FetchHealth
 from stream.app.fetch_wait import set_fetch_wait
@@ -36,7 +37,7 @@ from stream.app.ledger import LedgerReader, claim_key, encode_claim, ledger_topi
 from stream.app.metrics import Metrics
 from stream.app.publisher import Batches, producer_of
 from stream.app.recovery_wait import wait_out_outages
-from stream.app.rereads import Rereads, held_events
+from stream.app.rereads import Rereads, held_messages
 from stream.app.stale_events import set_aside, split_current
 from stream.app.topics import changelog_topic
 from stream.config import Settings
@@ -300,25 +301,26 @@ class Pipeline:
 
     # -- batches -----------------------------------------------------------------------
 
-    async def handle(self, events: list[Any]) -> None:
+    async def handle(self, messages: list[Any]) -> None:
+        """Step a batch of fetched input messages (faust ``Message``s) and publish what
+        it gives; messages this leaves unacknowledged are marked acked (set aside)."""
         async with self.lock:
             # Under the lock: a rebalance (which takes it too) may have ended the
-            # generation these events were fetched in while this batch waited.
+            # generation these messages were fetched in while this batch waited.
             consumer = self.app.consumer
-            events, stale = split_current(
-                events, self.app.consumer_generation_id, consumer.assignment()
+            messages, stale = split_current(
+                messages, self.app.consumer_generation_id, consumer.assignment()
             )
             if stale:
                 set_aside(stale)
                 self.metrics.stale_events.inc(len(stale))
                 log.info("set aside %d events fetched before the last rebalance", len(stale))
-            if not events:
+            if not messages:
                 return
             by_partition: dict[int, list[Record]] = defaultdict(list)
             kinds = self.kinds
             last_offset = self.last_offset
-            for event in events:
-                msg = event.message
+            for msg in messages:
                 value = msg.value if isinstance(msg.value, bytes) else b""
                 last_offset[msg.tp] = msg.offset
                 stamp = msg.timestamp
@@ -337,9 +339,9 @@ class Pipeline:
             out = StepOutput()
             for partition, records in by_partition.items():
                 out.extend(self.core(partition).step(records, now_ms=now))
-            self.metrics.batch_size.observe(len(events))
+            self.metrics.batch_size.observe(len(messages))
             if out.held or self.rereads.pending:
-                set_aside(held_events(events, out.held))
+                set_aside(held_messages(messages, out.held))
                 await self.rereads.after_batch(out.held, self.cores, now)
             if out.replayed:
                 self.metrics.replayed_events.inc(out.replayed)
@@ -554,10 +556,17 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
     source = app.topic(*settings.input_topics, value_serializer="raw", key_serializer="raw")
     within = settings.batch_within_ms / 1000
 
+    # The agent subscribes the input topics (and makes faust acknowledge them) either
+    # way; with the batch drain its stream gets nothing: whole fetches go to the
+    # pipeline from the consumer's drain loop (stream/app/drain.py).
     @app.agent(source, name="goldenflow.journeys")
     async def journeys(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, within=within):
-            await finish_even_if_cancelled(pipeline.handle(events))
+            messages = [event.message for event in events]
+            await finish_even_if_cancelled(pipeline.handle(messages))
+
+    if settings.drain == "batch":
+        use_batch_drain(app, settings.input_topics, pipeline.handle, settings.batch_max)
 
     ledger = LedgerReader(settings, pipeline.on_claim, pipeline.after_ledger)
 

@@ -60,6 +60,7 @@ class Worker:
             "GOLDENFLOW_BATCH_WITHIN_MS": str(s.batch_within_ms),
             "GOLDENFLOW_WEB_HOST": s.web_host,
             "GOLDENFLOW_STANDBY_REPLICAS": str(s.standby_replicas),
+            "GOLDENFLOW_DRAIN": s.drain,
         }
         if s.fetch_wait_ms is not None:
             env["GOLDENFLOW_FETCH_WAIT_MS"] = str(s.fetch_wait_ms)

@@ -30,7 +30,13 @@ def malformed(i: int) -> bytes:
     return kinds[i % len(kinds)] + b" " * (i // len(kinds))  # distinct bytes per message
 
 
-def test_cart_stall_commands_dead_letters_and_progress(settings: Settings, worker: Worker) -> None:
+@pytest.mark.parametrize("drain", ["batch", "stream"])
+def test_cart_stall_commands_dead_letters_and_progress(
+    settings: Settings, worker: Worker, drain: str
+) -> None:
+    """Both ways events reach the core (whole fetches, faust's per-event stream) give
+    the same commands, outcomes and dead letters."""
+    settings = worker.settings = settings.model_copy(update={"drain": drain})
     ev = EventMaker()
     # the stalls fire at midday UTC: no quiet hours hold their push commands back
     t0 = past_midday(int(time.time() * 1000), 2 * HOUR)

@@ -8,7 +8,7 @@ from importlib.metadata import version
 from aiokafka import AIOKafkaConsumer
 from faust.streams import Stream
 from faust.tables.recovery import Recovery
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import Consumer, Fetcher
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Producer as FaustProducer
 from faust.types.tuples import Message
@@ -56,3 +56,28 @@ def test_the_worker_consumer_is_built_by_a_method_whose_fetch_wait_can_be_shorte
         AIOKafkaConsumerThread._create_worker_consumer
     )
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+
+
+def test_the_drain_loop_the_batch_drain_replaces_is_the_one_it_copies() -> None:
+    """stream/app/drain.py: faust's fetcher runs the consumer's _drain_messages, whose
+    read-offset, gap, flow-control and commit handling the batch drain repeats."""
+    assert "await consumer._drain_messages(self)" in inspect.getsource(Fetcher._fetcher.fun)
+    loop = inspect.getsource(Consumer._drain_messages)
+    for piece in (
+        "getmany(timeout=1.0)",
+        "if r_offset is None or offset >= r_offset:",
+        "if gap > 1 and r_offset:",
+        "await self._add_gap(tp, r_offset + 1, offset)",
+        "if self._n_acked >= commit_every:",
+        "callback(message), self.suspend_flow.wait()",
+        "set_read_offset(tp, offset)",
+    ):
+        assert piece in loop, piece
+    getmany = inspect.getsource(Consumer.getmany)
+    assert "if not self.flow_active:" in getmany
+    assert "if new_generation_id != generation_id:" in getmany
+    assert "tp in active_partitions" in getmany
+    track = inspect.getsource(Consumer.track_message)
+    assert "self._unacked_messages.add(message)" in track
+    assert "self._on_message_in(message.tp, message.offset, message)" in track
+    assert "if not message.acked:" in inspect.getsource(Consumer.ack)
