@@ -15,6 +15,10 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "GOLDENFLOW_"
+#: The embedded broker (Tansu) holds a fetch for the whole wait even when records
+#: arrive meanwhile; with faust's 1.5 s an event could wait that long to be seen
+#: (stream/app/fetch_wait.py).
+EMBEDDED_FETCH_WAIT_MS = 10
 
 
 class Settings(BaseSettings):
@@ -41,7 +45,8 @@ class Settings(BaseSettings):
         ge=1,
         le=60_000,
         description="longest the brokers may hold a fetch with no records yet "
-        "(default: faust's 1500; the embedded broker holds a fetch for all of it)",
+        "(default: 10 on the embedded profile, which holds a fetch for all of it; "
+        "faust's 1500 otherwise)",
     )
     profile: Literal["production", "embedded"] = Field(
         "production",
@@ -105,6 +110,14 @@ class Settings(BaseSettings):
         return self
 
     # -- derived -------------------------------------------------------------------------
+    @property
+    def fetch_wait(self) -> int | None:
+        """The fetch wait the worker's consumer gets: the one set, else
+        ``EMBEDDED_FETCH_WAIT_MS`` on the embedded profile, else faust's own (None)."""
+        if self.fetch_wait_ms is not None:
+            return self.fetch_wait_ms
+        return EMBEDDED_FETCH_WAIT_MS if self.profile == "embedded" else None
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
 

@@ -20,6 +20,11 @@ from stream.domain.budget import Claim
 log = logging.getLogger("goldenflow.ledger")
 
 
+#: Longest the ledger reader lets a broker hold an empty fetch (shorter if the
+#: worker's consumer waits less, as on the embedded profile).
+LEDGER_FETCH_WAIT_MS = 50
+
+
 def ledger_topic(settings: Settings) -> str:
     return f"{settings.app_id}-budget-ledger"
 
@@ -54,7 +59,8 @@ class LedgerReader:
             **self.settings.kafka_client_options(),
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=50,
+            # a parked decision waits for this read: no longer than the worker's own
+            fetch_max_wait_ms=min(LEDGER_FETCH_WAIT_MS, self.settings.fetch_wait or 1_500),
         )
         await consumer.start()
         try:

@@ -534,8 +534,8 @@ def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistr
     app = faust.App(settings.app_id, **faust_options(settings))
     if settings.profile == "embedded":
         use_fetch_highwaters(app, settings)  # see stream/app/embedded.py
-    if settings.fetch_wait_ms is not None:
-        set_fetch_wait(app, settings.fetch_wait_ms)  # see stream/app/fetch_wait.py
+    if settings.fetch_wait is not None:
+        set_fetch_wait(app, settings.fetch_wait)  # see stream/app/fetch_wait.py
     wait_out_outages(app)  # see stream/app/recovery_wait.py
     setup_prometheus_sensors(
         app, pattern="/metrics", registry=registry, name_prefix="goldenflow_faust"

@@ -204,6 +204,9 @@ def run_outages(
 
     base = isolated_settings(
         broker,
+        # Tansu on S3 storage reads each fetch from the object store: with the embedded
+        # profile's 10 ms wait its fetches come back empty (stream/app/fetch_wait.py)
+        fetch_wait_ms=1_500,
         partitions=PARTITIONS,
         lateness_ms=LATENESS_MS,
         idle_ms=idle_ms,
