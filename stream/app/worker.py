@@ -78,6 +78,8 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "table_standby_replicas": settings.standby_replicas,
         "producer_linger": 0.0,
+        # a fetch handed over whole is at most one batch: no burst of message objects
+        "broker_max_poll_records": settings.batch_max,
         "web_enabled": True,
         "web_host": settings.web_host,
         "web_bind": settings.web_host,
