@@ -1,8 +1,10 @@
 """The Faust worker: an adapter that feeds batches to the core and publishes the results.
 
-One agent consumes the four input topics together, ``take_events`` hands it
-batches, and each batch is split by partition and stepped through that
-partition's :class:`~stream.domain.engine.PartitionCore`. Commands and dead
+The consumer's drain loop hands each fetch of the four input topics to the
+pipeline whole (``stream/app/drain.py``; with ``drain=stream`` one agent takes
+them through faust's ``take_events`` instead), and each batch is split by
+partition and stepped through that partition's
+:class:`~stream.domain.engine.PartitionCore`. Commands and dead
 letters of a batch are produced together and awaited before the batch is
 acknowledged (at-least-once); the journeys the batch touched are written once
 each to the changelog-backed table. A timer lets idle partitions' watermarks
