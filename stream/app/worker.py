@@ -183,18 +183,27 @@ class Pipeline:
         self._export_budget()
 
     async def after_ledger(self) -> None:
-        """Decide again what waited for the claims just read."""
-        if not self._retry:
+        """Decide again what waited for the claims just read.
+
+        While batches flow, the next one does it first thing, inside its own checkpoint
+        and publish (a round of its own here held the lock for two more round trips,
+        several times a second under load); only a worker with no batch under way runs
+        a round here, and the timer retries whatever is still parked when no claim is
+        in flight."""
+        if not self._retry or self.lock.locked():
             return
         async with self.lock:
             now = wall_ms()
             out = StepOutput()
-            partitions, self._retry = self._retry, set()
-            for partition in partitions:
-                core = self.cores.get(partition)
-                if core is not None:
-                    out.extend(core.retry_parked(now_ms=now))
+            self._retry_parked(out, now)
             await self._publish(out, now)
+
+    def _retry_parked(self, out: StepOutput, now: int) -> None:
+        partitions, self._retry = self._retry, set()
+        for partition in sorted(partitions):
+            core = self.cores.get(partition)
+            if core is not None:
+                out.extend(core.retry_parked(now_ms=now))
 
     def _export_budget(self, day: int | None = None) -> None:
         """Remaining budget of the latest day seen: what this worker's partitions hold
@@ -341,6 +350,8 @@ class Pipeline:
                 )
             now = wall_ms()
             out = StepOutput()
+            if self._retry:  # parked facts whose claims came back: older, so first
+                self._retry_parked(out, now)
             for partition, records in by_partition.items():
                 out.extend(self.core(partition).step(records, now_ms=now))
             self.metrics.batch_size.observe(len(messages))
