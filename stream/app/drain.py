@@ -18,11 +18,17 @@ per 20 ms to a worker that does all its work per batch anyway.
 - hands every other topic's records (table changelogs during recovery) to faust's
   callback exactly as faust does;
 - gives the input topics' records to the handler as lists of at most ``batch_max``,
-  tracked as unacknowledged while the handler runs (so a rebalance waits for the
-  batch), and acknowledges them after it returns. A handler that raises leaves its
-  batch unacknowledged; one cancelled by faust (a rebalance stops the fetcher) first
-  runs to its end (checkpoint, then publish) and is then acknowledged. Records the
-  handler marks acked itself (``stream/app/stale_events.py``) are never reported.
+  tracked as unacknowledged while the handler runs, and acknowledges them after it
+  returns. A rebalance waits for them: faust's revoke waits until no tracked
+  message is unacknowledged (``Consumer.wait_empty``). A handler that raises leaves
+  its batch unacknowledged (and the worker stops: a bug, not bad input, which the
+  core dead-letters); a drain cancelled while a batch runs (faust stops its fetcher
+  when the worker stops) lets the batch run to its end (checkpoint, then publish)
+  and acknowledges it. Records the handler marks acked itself
+  (``stream/app/stale_events.py``) are never reported;
+- tells faust's monitor when each partition's records last reached processing, as
+  faust's stream does (its livelock check reports partitions whose records nothing
+  processes for ``stream_processing_timeout``).
 
 Commits stay faust's: its commit timer commits what has been acknowledged.
 
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from time import monotonic
 from typing import Any
 
 BatchHandler = Callable[[list[Any]], Awaitable[None]]
@@ -45,9 +52,9 @@ async def run_then_ack(
 ) -> None:
     """Run the handler on the batch; acknowledge the batch once it has returned.
 
-    A cancellation (faust stopping its fetcher in a rebalance, or the worker stopping)
-    waits for the batch to finish first: cut off between its checkpoint and its
-    publish, the batch would be neither done nor safely redone.
+    A cancellation (faust stopping its fetcher as the worker stops) waits for the
+    batch to finish first: cut off between its checkpoint and its publish, the batch
+    would be neither done nor safely redone.
     """
     task = asyncio.ensure_future(handle(batch))
     try:
@@ -61,55 +68,97 @@ async def run_then_ack(
     ack(batch)
 
 
-def use_batch_drain(
-    app: Any, topics: Collection[str], handle: BatchHandler, batch_max: int
-) -> None:
-    """Make the app's consumer hand fetched records of ``topics`` to ``handle``."""
-    consumer = app.consumer
-    inputs = frozenset(topics)
+class BatchDrain:
+    """The drain loop of one app's consumer (see the module's docstring)."""
 
-    def ack(batch: Sequence[Any]) -> None:
-        consumer_ack = consumer.ack
-        on_message_out = app.sensors.on_message_out
-        for message in batch:
-            if not message.acked:  # set aside by the handler: never reported
-                consumer_ack(message)
-                on_message_out(message.tp, message.offset, message)
+    def __init__(
+        self, app: Any, topics: Collection[str], handle: BatchHandler, batch_max: int
+    ) -> None:
+        self.app = app
+        self.consumer = app.consumer
+        self.inputs = frozenset(topics)
+        self.handle = handle
+        self.batch_max = batch_max
 
-    async def drain_messages(fetcher: Any) -> None:
-        callback = consumer.callback
-        consumer_should_stop = consumer._stopped.is_set
-        fetcher_should_stop = fetcher._stopped.is_set
+    def install(self) -> None:
+        """Make faust's fetcher run this loop instead of the consumer's own."""
+        self.consumer._drain_messages = self.drain_messages
+
+    async def drain_messages(self, fetcher: Any) -> None:
+        consumer, app = self.consumer, self.app
+        try:
+            while not (consumer._stopped.is_set() or fetcher._stopped.is_set()):
+                await self.drain_once()
+        except consumer.consumer_stopped_errors:
+            if app.should_stop:  # as faust's loop: a stopping worker ends it quietly
+                return
+            raise
+        except asyncio.CancelledError:
+            if app.should_stop:
+                return
+            raise
+
+    async def drain_once(self) -> None:
+        """Take one fetch: hand its input records over in batches, the rest to faust."""
+        consumer = self.consumer
+        records = consumer.getmany(timeout=1.0)
+        await asyncio.sleep(0)  # as faust's loop: never hog the loop between fetches
+        if consumer.should_stop:
+            return
+        batch = await self._take(records)
+        for start in range(0, len(batch), self.batch_max):
+            await run_then_ack(self.handle, batch[start : start + self.batch_max], self.ack)
+        commit_every = consumer._commit_every
+        if commit_every is not None and consumer._n_acked >= commit_every:
+            consumer._n_acked = 0
+            await consumer.commit()
+
+    async def _take(self, records: Any) -> list[Any]:
+        """The fetch's input messages, tracked; faust's read offsets and gaps kept, and
+        every other topic's records passed to faust's callback."""
+        consumer, app = self.consumer, self.app
         read_offset = consumer._read_offset
         acks_enabled_for = app.topics.acks_enabled_for
         unacked = consumer._unacked_messages
         on_message_in = app.sensors.on_message_in
-        commit_every = consumer._commit_every
-        while not (consumer_should_stop() or fetcher_should_stop()):
-            batch: list[Any] = []
-            records = consumer.getmany(timeout=1.0)
-            await asyncio.sleep(0)  # as faust's loop: never hog the loop between fetches
-            if consumer.should_stop:
-                break
-            async for tp, message in records:
-                offset = message.offset
-                last = read_offset[tp]
-                if last is not None and offset < last:
-                    continue  # read already (faust drops these too)
-                if last and offset - last > 1 and acks_enabled_for(message.topic):
-                    await consumer._add_gap(tp, last + 1, offset)
-                if tp.topic in inputs:
-                    message.tracked = True
-                    unacked.add(message)
-                    on_message_in(tp, offset, message)
-                    batch.append(message)
-                else:
-                    await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
-                read_offset[tp] = offset
-            for start in range(0, len(batch), batch_max):
-                await run_then_ack(handle, batch[start : start + batch_max], ack)
-            if commit_every is not None and consumer._n_acked >= commit_every:
-                consumer._n_acked = 0
-                await consumer.commit()
+        inputs = self.inputs
+        batch: list[Any] = []
+        async for tp, message in records:
+            offset = message.offset
+            last = read_offset[tp]
+            if last is not None and offset < last:
+                continue  # read already (faust drops these too)
+            if last and offset - last > 1 and acks_enabled_for(message.topic):
+                await consumer._add_gap(tp, last + 1, offset)
+            if tp.topic in inputs:
+                message.tracked = True
+                unacked.add(message)
+                on_message_in(tp, offset, message)
+                batch.append(message)
+            else:
+                await consumer.wait_first(consumer.callback(message), consumer.suspend_flow.wait())
+            read_offset[tp] = offset
+        return batch
 
-    consumer._drain_messages = drain_messages
+    def ack(self, batch: Sequence[Any]) -> None:
+        """Acknowledge a handled batch (bar what the handler set aside) and tell faust's
+        monitor its partitions' records are being processed."""
+        consumer_ack = self.consumer.ack
+        on_message_out = self.app.sensors.on_message_out
+        for message in batch:
+            if not message.acked:  # set aside by the handler: never reported
+                consumer_ack(message)
+                on_message_out(message.tp, message.offset, message)
+        inbound = self.app.monitor.stream_inbound_time
+        now = monotonic()
+        for tp in {message.tp for message in batch}:
+            inbound[tp] = now
+
+
+def use_batch_drain(
+    app: Any, topics: Collection[str], handle: BatchHandler, batch_max: int
+) -> BatchDrain:
+    """Make the app's consumer hand fetched records of ``topics`` to ``handle``."""
+    drain = BatchDrain(app, topics, handle, batch_max)
+    drain.install()
+    return drain

@@ -188,8 +188,8 @@ class Pipeline:
         While batches flow, the next one does it first thing, inside its own checkpoint
         and publish (a round of its own here held the lock for two more round trips,
         several times a second under load); only a worker with no batch under way runs
-        a round here, and the timer retries whatever is still parked when no claim is
-        in flight."""
+        a round here, and otherwise the timer does it within half a second if no
+        batch comes."""
         if not self._retry or self.lock.locked():
             return
         async with self.lock:
@@ -381,8 +381,11 @@ class Pipeline:
                 out.extend(core.advance(now_ms=now, caught_up=caught_up.get(partition, False)))
                 if core.watermark.value is not None:
                     self.metrics.watermark.labels(str(partition)).set(core.watermark.value / 1000)
-                if core.parked and not core.budget.in_flight:  # e.g. their claim died with a
-                    # worker: decide again (claiming afresh)
+                # Parked facts whose claim came back (the ledger reader left them to a
+                # batch that has not come), or whose claim died with a worker: decide
+                # again (claiming afresh).
+                if partition in self._retry or (core.parked and not core.budget.in_flight):
+                    self._retry.discard(partition)
                     out.extend(core.retry_parked(now_ms=now))
             if self.rereads.pending:
                 await self.rereads.retry(self.cores, now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import faust
+import pytest
 
 from stream.app.fetch_wait import set_fetch_wait
 from stream.config import EMBEDDED_FETCH_WAIT_MS, Settings
@@ -30,7 +31,10 @@ def test_without_it_faust_keeps_its_own_wait() -> None:
     )
 
 
-def test_the_embedded_profile_waits_briefly_unless_told_otherwise() -> None:
+def test_the_embedded_profile_waits_briefly_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GOLDENFLOW_FETCH_WAIT_MS", raising=False)
     assert Settings(profile="embedded").fetch_wait == EMBEDDED_FETCH_WAIT_MS == 10
     assert Settings(profile="embedded", fetch_wait_ms=1500).fetch_wait == 1500
     assert Settings(profile="production").fetch_wait is None  # faust's own 1.5 s
