@@ -41,31 +41,38 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from functools import partial
 from time import monotonic
 from typing import Any
 
 BatchHandler = Callable[[list[Any]], Awaitable[None]]
 
 
-async def run_then_ack(
-    handle: BatchHandler, batch: list[Any], ack: Callable[[Sequence[Any]], None]
+async def finish_even_if_cancelled(
+    work: Awaitable[None], then: Callable[[], None] | None = None
 ) -> None:
-    """Run the handler on the batch; acknowledge the batch once it has returned.
+    """Run a batch to its end even if the task running it is cancelled meanwhile, then
+    ``then`` (acknowledge it) if the batch returned.
 
-    A cancellation (faust stopping its fetcher as the worker stops) waits for the
-    batch to finish first: cut off between its checkpoint and its publish, the batch
-    would be neither done nor safely redone.
+    A worker stopping cancels the task that runs its batches (faust's fetcher with the
+    batch drain, the agent with faust's stream). Cut off between its checkpoint and its
+    publish, a batch would be neither done nor safely redone; acknowledged without
+    its checkpoint (faust's ``take_events`` acks its events on the way out), it would
+    be committed and never processed. So the batch finishes first; the cancellation
+    goes on after. A batch that raises is never acknowledged.
     """
-    task = asyncio.ensure_future(handle(batch))
+    task = asyncio.ensure_future(work)
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         if task.cancelled():
             raise
-        await task  # raises what the handler raised, if it did: no ack then
-        ack(batch)
+        await task  # raises what the batch raised, if it did: no ack then
+        if then is not None:
+            then()
         raise
-    ack(batch)
+    if then is not None:
+        then()
 
 
 class BatchDrain:
@@ -107,7 +114,8 @@ class BatchDrain:
             return
         batch = await self._take(records)
         for start in range(0, len(batch), self.batch_max):
-            await run_then_ack(self.handle, batch[start : start + self.batch_max], self.ack)
+            chunk = batch[start : start + self.batch_max]
+            await finish_even_if_cancelled(self.handle(chunk), partial(self.ack, chunk))
         commit_every = consumer._commit_every
         if commit_every is not None and consumer._n_acked >= commit_every:
             consumer._n_acked = 0

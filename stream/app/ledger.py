@@ -60,7 +60,9 @@ class LedgerReader:
             group_id=None,
             enable_auto_commit=False,
             # a parked decision waits for this read: no longer than the worker's own
-            fetch_max_wait_ms=min(LEDGER_FETCH_WAIT_MS, self.settings.fetch_wait or 1_500),
+            fetch_max_wait_ms=min(
+                LEDGER_FETCH_WAIT_MS, self.settings.fetch_wait or LEDGER_FETCH_WAIT_MS
+            ),
         )
         await consumer.start()
         try:

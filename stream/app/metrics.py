@@ -127,7 +127,8 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "goldenflow_consumer_lag_messages",
-            "Messages behind the partition's high water (from fetch responses).",
+            "Messages up to the partition's high water (from fetch responses) its state has not "
+            "taken in yet.",
             ["topic", "partition"],
             registry=registry,
         )

@@ -20,7 +20,6 @@ import logging
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -31,7 +30,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from stream.app.drain import use_batch_drain
+from stream.app.drain import finish_even_if_cancelled, use_batch_drain
 from stream.app.embedded import use_fetch_highwaters
 from stream.app.fetch_health import FetchHealth
 from stream.app.fetch_wait import set_fetch_wait
@@ -154,7 +153,6 @@ class Pipeline:
         self.ledger = self._fold(self.claims)
         self._budget_day: int | None = None
         self._retry: set[int] = set()  # partitions whose parked facts can be decided again
-        self.last_offset: dict[TP, int] = {}  # last offset processed per input partition
         self.rereads = Rereads(app, metrics)
         self.ready = False  # set once the first assignment's state is recovered
         self.dlq = settings.topic("dlq")
@@ -308,8 +306,6 @@ class Pipeline:
             if self.cores.pop(p, None) is not None:
                 with contextlib.suppress(KeyError):  # never set: no watermark yet
                     self.metrics.watermark.remove(str(p))
-        for tp in [tp for tp in self.last_offset if tp.partition in partitions]:
-            del self.last_offset[tp]
         self.rereads.forget(partitions)
 
     # -- batches -----------------------------------------------------------------------
@@ -332,10 +328,8 @@ class Pipeline:
                 return
             by_partition: dict[int, list[Record]] = defaultdict(list)
             kinds = self.kinds
-            last_offset = self.last_offset
             for msg in messages:
                 value = msg.value if isinstance(msg.value, bytes) else b""
-                last_offset[msg.tp] = msg.offset
                 stamp = msg.timestamp
                 by_partition[msg.partition].append(
                     Record(
@@ -404,7 +398,8 @@ class Pipeline:
         recent response confirmed (the broker cannot be reached) is not trusted: see
         ``stream/app/fetch_health.py``.
         """
-        if self.rereads.pending_on(partition):
+        core = self.cores.get(partition)
+        if core is None or self.rereads.pending_on(partition):
             return False  # records past a gap were held back: not read to the end
         consumer = self.app.consumer
         caught_up = True
@@ -414,11 +409,11 @@ class Pipeline:
                 caught_up = False
                 continue
             highwater = consumer.highwater(tp)
-            last = self.last_offset.get(tp)
+            taken = core.progress.next.get(topic)  # the next offset the state expects
             behind: int | None
-            if last is not None:
-                behind = None if highwater is None else max(0, highwater - last - 1)
-            else:  # nothing read since assignment: compare the fetch position
+            if taken is not None:
+                behind = None if highwater is None else max(0, highwater - taken)
+            else:  # nothing taken in, nor checkpointed: compare the fetch position
                 try:  # never wait on it: a rebalance may be settling positions
                     position = await asyncio.wait_for(consumer.position(tp), 0.5)
                 except (TimeoutError, KafkaError):
@@ -528,23 +523,6 @@ class Pipeline:
                 store[key] = watermark
                 await batches.add(self.changelog, key, watermark, partition=partition)
         await batches.send()
-
-
-async def finish_even_if_cancelled(work: Awaitable[None]) -> None:
-    """Run a batch to its end even if the agent is cancelled meanwhile.
-
-    A worker stopping (SIGTERM) cancels its agent; faust's ``take_events`` then acks
-    the batch's events on the way out, and the consumer commits their offsets before
-    it stops. A batch cut off before its checkpoint would be committed and never
-    processed: lost. So the batch finishes (checkpoint, then publish) first.
-    """
-    task = asyncio.ensure_future(work)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        if not task.done():
-            await task
-        raise
 
 
 def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistry) -> faust.App:

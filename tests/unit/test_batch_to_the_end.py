@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from stream.app.worker import finish_even_if_cancelled
+from stream.app.drain import finish_even_if_cancelled
 
 
 def test_a_cancelled_agent_finishes_its_batch_then_stops() -> None:

@@ -13,7 +13,7 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage, Message
 
-from stream.app.drain import BatchDrain, run_then_ack
+from stream.app.drain import BatchDrain, finish_even_if_cancelled
 
 
 class Handler:
@@ -39,7 +39,7 @@ def test_a_batch_is_acknowledged_after_its_handler_returns() -> None:
     async def scenario() -> None:
         handler = Handler()
         handler.release.set()
-        await run_then_ack(handler, [1, 2, 3], acked.append)
+        await finish_even_if_cancelled(handler([1, 2, 3]), lambda: acked.append([1, 2, 3]))
         assert handler.finished == [[1, 2, 3]]
 
     asyncio.run(scenario())
@@ -53,7 +53,7 @@ def test_a_failed_batch_is_never_acknowledged() -> None:
         handler = Handler(fail=True)
         handler.release.set()
         with pytest.raises(RuntimeError, match="the handler failed"):
-            await run_then_ack(handler, [1, 2], acked.append)
+            await finish_even_if_cancelled(handler([1, 2]), lambda: acked.append([1, 2]))
 
     asyncio.run(scenario())
     assert acked == []
@@ -67,7 +67,9 @@ def test_a_cancelled_drain_finishes_the_batch_then_acknowledges_it() -> None:
     handler = Handler()
 
     async def scenario() -> None:
-        drain = asyncio.ensure_future(run_then_ack(handler, ["a", "b"], acked.append))
+        drain = asyncio.ensure_future(
+            finish_even_if_cancelled(handler(["a", "b"]), lambda: acked.append(["a", "b"]))
+        )
         await handler.started.wait()
         drain.cancel()
         await asyncio.sleep(0.01)
@@ -87,7 +89,9 @@ def test_a_cancelled_drain_whose_batch_then_fails_acknowledges_nothing() -> None
     handler = Handler(fail=True)
 
     async def scenario() -> None:
-        drain = asyncio.ensure_future(run_then_ack(handler, ["a"], acked.append))
+        drain = asyncio.ensure_future(
+            finish_even_if_cancelled(handler(["a"]), lambda: acked.append(["a"]))
+        )
         await handler.started.wait()
         drain.cancel()
         await asyncio.sleep(0.01)
