@@ -151,6 +151,8 @@ class PartitionCore:
         #: shoppers with facts waiting for a budget claim to settle
         self.parked: set[str] = set()
         self._last_watermark: bytes | None = None
+        #: restored from a checkpoint: journeys may be behind its watermark (see _start)
+        self._restored = False
 
     # -- the batch step -------------------------------------------------------------
 
@@ -161,7 +163,7 @@ class PartitionCore:
         future-timestamp bound, idle detection and ``decided_at``); replay passes
         ``None`` and event time stands in for it.
         """
-        out = StepOutput()
+        out = self._start(now_ms)
         wm = self.watermark
         max_future = self.config.max_future_ms
         check = self.progress.check if self.config.track_offsets else None
@@ -237,7 +239,7 @@ class PartitionCore:
         ``caught_up``: the consumer has no backlog on this partition's topics (see
         :meth:`Watermark.refresh`).
         """
-        out = StepOutput()
+        out = self._start(now_ms)
         if self.watermark.refresh(now_ms, caught_up):
             assert self.watermark.value is not None
             self._fire_due(self.watermark.value, out, now_ms)
@@ -246,11 +248,23 @@ class PartitionCore:
     def finish(self, until_ms: int) -> StepOutput:
         """Replay only: the log ended; let the watermark reach ``until_ms`` (the data's
         end, so a deadline after the last event never fires) and fire what is due."""
-        out = StepOutput()
+        out = self._start(None)
         wm = self.watermark
         if wm.value is None or wm.value < until_ms:
             wm.value = until_ms
             self._fire_due(until_ms, out, None)
+        return out
+
+    def _start(self, now_ms: int | None) -> StepOutput:
+        """A step's output; the first after a restore first brings the journeys that
+        drifted before the checkpoint (JourneyStore.drift) up to its watermark. That
+        only applies what they buffered: whatever fell due before that watermark was
+        decided, and written, before the checkpoint."""
+        out = StepOutput()
+        if self._restored:
+            self._restored = False
+            if self.watermark.value is not None:
+                self._fire_due(self.watermark.value, out, now_ms)
         return out
 
     def _fire_due(self, watermark: int, out: StepOutput, now_ms: int | None) -> None:
@@ -264,6 +278,7 @@ class PartitionCore:
             def on_fact(fact: Fact, journey: Journey = journey) -> None:
                 self._decide(journey, fact, out, now_ms)
 
+            facts = len(out.facts)
             released = journey.on_notify(watermark, horizon, on_fact)
             for _, command in released:
                 if self._still_wanted(journey, command):
@@ -273,6 +288,13 @@ class PartitionCore:
                 for record in journey.outcomes:
                     self._send(journey, "o", record, out.outcomes)
                 journey.outcomes.clear()
+            elif not released and len(out.facts) == facts and not journey.is_empty():
+                # Only what the stored snapshot and a later watermark give again: buffered
+                # changes applied, state past the horizon dropped. Not worth a changelog
+                # record (see JourneyStore.drift).
+                self.deadlines.schedule(journey.user_id, journey.notify_at(horizon))
+                self.journeys.drift(journey.user_id)
+                continue
             self._after_change(journey)
 
     def _still_wanted(self, journey: Journey, command: dict[str, Any]) -> bool:
@@ -413,13 +435,14 @@ class PartitionCore:
         if len(snap) > 2:  # written before offsets were kept: no progress to restore
             self.progress.restore(snap[2])
         self._last_watermark = self._partition_snapshot()
+        self._restored = True
 
     def _partition_snapshot(self) -> bytes:
         return orjson.dumps([*self.watermark.snapshot(), self.progress.snapshot()])
 
     def retry_parked(self, *, now_ms: int | None) -> StepOutput:
         """Decide again the facts parked for budget (call when a claim settled)."""
-        out = StepOutput()
+        out = self._start(now_ms)
         users, self.parked = self.parked, set()
         for user in sorted(users):
             journey = self.journeys.get(user)

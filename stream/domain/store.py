@@ -19,6 +19,11 @@ crash or a rebalance relies on the same), so resting changes nothing the core
 decides. A live journey goes to rest as the bytes it was last saved as, so the
 core must mark every journey it changes dirty (and save it again) before the
 store settles: :meth:`~stream.domain.engine.PartitionCore.take_dirty` does both.
+The one exception is a change the saved bytes give again at a later watermark (a
+notification that only applies buffered changes or drops expired state: no fact,
+no outcome, no release). Such a journey *drifts*: it is not written to the
+changelog for it (a restored copy applies the same changes when the watermark
+next moves), and goes to rest encoded afresh.
 """
 
 from __future__ import annotations
@@ -109,6 +114,14 @@ class JourneyStore(MutableMapping[str, Journey]):
     def saved(self, user: str, snapshot: bytes) -> None:
         """The live journey of ``user`` now is what ``snapshot`` encodes (a checkpoint)."""
         self._saved[user] = snapshot
+
+    def drift(self, user: str) -> None:
+        """The live journey of ``user`` moved on from its saved bytes only in ways those
+        bytes give again at a later watermark (buffered changes applied, state past the
+        horizon dropped): not worth a changelog record, but it must not go to rest as
+        the old bytes either (its deadline is already past them), so it is encoded
+        afresh when it does."""
+        self._saved.pop(user, None)
 
     def settle(self) -> None:
         """Put to rest every live journey untouched since the last settle, as the bytes
