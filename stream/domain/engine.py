@@ -148,6 +148,11 @@ class PartitionCore:
         self.progress = Progress()
         self.dirty: set[str] = set()
         self.outboxed: set[str] = set()
+        #: stamped on each outbox entry: the delivery it goes out with
+        self.outbox_seq = 1
+        #: every outbox entry stamped up to this is published (kept with the watermark,
+        #: so a delivery needs no changelog record per journey)
+        self.delivered_seq = 0
         #: shoppers with facts waiting for a budget claim to settle
         self.parked: set[str] = set()
         self._last_watermark: bytes | None = None
@@ -316,7 +321,7 @@ class PartitionCore:
         """Hand a record to the adapter, keeping it in the journey's outbox until delivered:
         a crash between checkpoint and publish re-sends the very same bytes."""
         to.append(record)
-        journey.outbox.append([code, record])
+        journey.outbox.append([code, record, self.outbox_seq])
         self.outboxed.add(journey.user_id)
 
     def _decide(self, journey: Journey, fact: Fact, out: StepOutput, now_ms: int | None) -> None:
@@ -434,11 +439,14 @@ class PartitionCore:
         self.watermark.restore(snap[:2], now_ms)
         if len(snap) > 2:  # written before offsets were kept: no progress to restore
             self.progress.restore(snap[2])
+        if len(snap) > 3:  # written before deliveries were numbered: all redelivered
+            self.outbox_seq, self.delivered_seq = snap[3]
         self._last_watermark = self._partition_snapshot()
         self._restored = True
 
     def _partition_snapshot(self) -> bytes:
-        return orjson.dumps([*self.watermark.snapshot(), self.progress.snapshot()])
+        delivery = [self.outbox_seq, self.delivered_seq]
+        return orjson.dumps([*self.watermark.snapshot(), self.progress.snapshot(), delivery])
 
     def retry_parked(self, *, now_ms: int | None) -> StepOutput:
         """Decide again the facts parked for budget (call when a claim settled)."""
@@ -459,30 +467,57 @@ class PartitionCore:
         return self.budget.take_claims()
 
     def delivered(self) -> None:
-        """The records of the last checkpoint are published: empty the outboxes."""
+        """Everything handed out so far is published: empty the outboxes.
+
+        The next checkpoint records this once, in the partition's watermark record
+        (``delivered_seq``), not in each journey: a journey's stored snapshot may keep
+        entries that were delivered since, and :meth:`restore` drops them.
+        """
+        if not self.outboxed:
+            return
+        journeys = self.journeys
         for user in self.outboxed:
-            journey = self.journeys.get(user)
-            if journey is not None and journey.outbox:
-                journey.outbox.clear()
-                self.dirty.add(user)
+            journey = journeys.get(user)
+            if journey is None or not journey.outbox:
+                continue
+            journey.outbox.clear()
+            if journey.is_empty():
+                self.dirty.add(user)  # nothing left: deleted at the next checkpoint
+            else:
+                journeys.drift(user)
         self.outboxed.clear()
+        self.delivered_seq = self.outbox_seq
+        self.outbox_seq += 1
 
     def restore(self, snapshots: Iterable[tuple[str, bytes]]) -> list[tuple[str, dict[str, Any]]]:
         """Rebuild journeys, the deadline index and the budget spent from stored snapshots.
 
         Returns the records found in outboxes as (topic code, record): checkpointed,
         maybe never published ("i" interventions, "o" outcomes). Publish them (again:
-        consumers deduplicate by id), then call :meth:`delivered`.
+        consumers deduplicate by id), then call :meth:`delivered`. Restore the
+        watermark first: its record says which deliveries went out (entries stamped
+        up to ``delivered_seq`` are dropped, not repeated).
         """
         undelivered: list[tuple[str, dict[str, Any]]] = []
         charges: list[tuple[str, str, int, float]] = []
-        for user, raw in snapshots:
+        delivered = self.delivered_seq
+        for user, stored in snapshots:
+            raw = stored
             journey = Journey.from_snapshot(user, orjson.loads(raw))
+            if journey.outbox:
+                # entries from before deliveries were numbered have no number: repeated
+                kept = [e for e in journey.outbox if len(e) < 3 or e[2] > delivered]
+                if len(kept) < len(journey.outbox):
+                    journey.outbox = kept
+                    if journey.is_empty():
+                        self.dirty.add(user)  # only delivered records kept it: delete it
+                        continue
+                    raw = encode_snapshot(journey)
+                undelivered.extend((entry[0], entry[1]) for entry in kept)
+                if kept:
+                    self.outboxed.add(user)
             self.journeys.rest(user, raw)
             self.deadlines.schedule(user, journey.notify_at(self.config.horizon_ms))
-            if journey.outbox:
-                undelivered.extend((code, record) for code, record in journey.outbox)
-                self.outboxed.add(user)
             charges.extend((c[0], c[1], c[2], c[3]) for c in journey.charges)
             if journey.parked:
                 self.parked.add(user)

@@ -75,7 +75,7 @@ _ORDER = {
     "payment_failed": 1,
 }
 
-SNAPSHOT_VERSION = 5
+SNAPSHOT_VERSION = 6
 MAX_VIEWS = 200
 #: Later than any event time (a start for minimum searches).
 _NEVER = 1 << 62
@@ -145,8 +145,8 @@ class Journey:
         self.checkouts: dict[str, list[Any]] = {}
         self.orders: dict[str, list[Any]] = {}
         self.pending: list[tuple[Any, ...]] = []
-        #: records checkpointed, not yet delivered: [topic code, record] ("i" interventions,
-        #: "o" outcomes)
+        #: records checkpointed, not yet delivered: [topic code, record, delivery number]
+        #: ("i" interventions, "o" outcomes; the number: PartitionCore.outbox_seq)
         self.outbox: list[list[Any]] = []
         self.seen: dict[int, int] = {}
         self.seen_min: int | None = None  # min(seen.values()), kept as events come and go
@@ -678,6 +678,8 @@ class Journey:
                 order.extend([[], None][len(order) - 14 :])
             for checkout in snap[2].values():
                 checkout.extend([[]][len(checkout) - 6 :])
+        if snap and snap[0] == 5:  # the same, outbox entries without a delivery number
+            snap = [SNAPSHOT_VERSION, *snap[1:]]
         if not snap or snap[0] != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported journey snapshot version {snap[:1]!r}")
         # Every attribute is set below: skip __init__'s empty containers (this runs each

@@ -72,9 +72,9 @@ def test_a_core_restored_from_any_checkpoint_decides_like_the_one_that_ran_on(
         if k in stops:
             # a crash right after this checkpoint: a new core from what it wrote
             again = make()
-            undelivered = again.restore(sorted(changelog.items()))
             assert watermark is not None
-            again.restore_watermark(watermark, None)
+            again.restore_watermark(watermark, None)  # first: it says what was delivered
+            undelivered = again.restore(sorted(changelog.items()))
             # the checkpoint's outboxes go out again: this batch's outputs, exactly
             commands = [r for code, r in undelivered if code == "i"]
             outcomes = [r for code, r in undelivered if code == "o"]
@@ -140,8 +140,8 @@ def test_an_immediate_pattern_right_after_a_restore_sees_what_the_checkpoint_lef
     checkpoint()
 
     again = core()
-    again.restore(sorted(changelog.items()))
     again.restore_watermark(watermark, None)
+    again.restore(sorted(changelog.items()))
     assert not again.journeys["ann"].orders  # as written: still buffered
     cancel = rec(ev("order_cancel_requested", "ann", T0 + 4 * MINUTE, order_id="o1"))
     a = ran.step([cancel], now_ms=None)
