@@ -142,6 +142,34 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShares:
+    """What share of one core each process used between :meth:`start` and
+    :meth:`shares` (100 = one core busy all along): on a machine the broker, the
+    worker and the bench share, this says who had the CPU."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+        self._at = 0.0
+
+    def start(self) -> None:
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._at = time.monotonic()
+
+    def shares(self) -> dict[str, float]:
+        elapsed = max(time.monotonic() - self._at, 1e-9)
+        return {
+            name: round(100 * (cpu_seconds(pid) - self._start[name]) / elapsed, 1)
+            for name, pid in self.pids.items()
+        }
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on, read now."""
     info: dict[str, Any] = {

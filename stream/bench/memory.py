@@ -20,6 +20,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from stream.app.topics import ensure_topics
+from stream.bench.common import rss_bytes
 from stream.bench.traffic import steady_events
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings
@@ -32,13 +33,6 @@ class MemoryResult:
     events: int
     shoppers: int
     seconds: float
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def metric(url: str, name: str) -> float:

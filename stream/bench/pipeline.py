@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from stream.bench.common import (
+    CpuShares,
     Samples,
     Throughput,
     bucket_delta,
@@ -81,6 +82,8 @@ class PipelineResult:
     rss_after: int
     journeys: int
     latency: dict[str, Any] = field(default_factory=dict)
+    #: share of one core (%) per process while the worker took in the events
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def rss_per_journey(self) -> float | None:
@@ -150,10 +153,18 @@ def run_pipeline(
     log: Path,
     latency: LatencyOptions | None,
     timeout: float,
+    broker_pid: int | None = None,
 ) -> PipelineResult:
-    """Start a worker on topics holding ``expect`` events; measure it; stop it."""
+    """Start a worker on topics holding ``expect`` events; measure it; stop it.
+
+    ``broker_pid``: the embedded broker's process, whose CPU share is reported beside
+    the worker's and the bench's own."""
     worker = WorkerUnderTest(settings, log)
     spawned = worker.start()
+    pids = {"worker": worker.pid, "bench": os.getpid()}
+    if broker_pid is not None:
+        pids["broker"] = broker_pid
+    cpu = CpuShares(pids)
     try:
         deadline = spawned + timeout
         rss_before = 0
@@ -169,6 +180,7 @@ def run_pipeline(
                 if done > 0:
                     first = (now, done)
                     start_to_first = now - spawned
+                    cpu.start()
                     break
                 rss_before = rss_bytes(worker.pid)
             time.sleep(0.05)
@@ -182,6 +194,7 @@ def run_pipeline(
             samples = worker.samples()
             if samples is not None:
                 last = (time.monotonic(), processed(samples))
+        shares = cpu.shares()
         rss_after = rss_bytes(worker.pid)
         journeys = int(total(samples or {}, "goldenflow_journeys"))
         result = PipelineResult(
@@ -190,10 +203,11 @@ def run_pipeline(
             rss_before=rss_before,
             rss_after=rss_after,
             journeys=journeys,
+            cpu=shares,
         )
         if latency is not None:
             settle(worker, settings)
-            result.latency = asyncio.run(latency_phase(settings, worker, latency))
+            result.latency = asyncio.run(latency_phase(settings, worker, latency, cpu))
         return result
     finally:
         worker.stop()
@@ -216,7 +230,7 @@ def settle(worker: WorkerUnderTest, settings: Settings, timeout: float = 60.0) -
 
 
 async def latency_phase(
-    settings: Settings, worker: WorkerUnderTest, opts: LatencyOptions
+    settings: Settings, worker: WorkerUnderTest, opts: LatencyOptions, cpu: CpuShares
 ) -> dict[str, Any]:
     tag = settings.app_id
     wall0 = time.time()
@@ -253,6 +267,7 @@ async def latency_phase(
         feeder = asyncio.create_task(_feed(producer, settings, background, opts.rate, wall0))
         await asyncio.sleep(opts.warmup)
         before = await asyncio.to_thread(worker.samples) or {}
+        cpu.start()
         await probe.run(probe_producer, settings.topic("order"), opts)
         # Read on until no probe has been answered for `drain` seconds (a held-out
         # probe never is), so slow answers count too; at most `max_drain` seconds.
@@ -266,6 +281,7 @@ async def latency_phase(
                 answered, last_change = probe.answered(), time.monotonic()
         result_extra = {"drain_seconds": round(time.monotonic() - waited, 1)}
         after = await asyncio.to_thread(worker.samples) or {}
+        shares = cpu.shares()
         stop_reading.set()
         background_sent = await feeder
         await reader
@@ -280,6 +296,7 @@ async def latency_phase(
         "seconds": opts.seconds,
         **result_extra,
         **probe.summary(),
+        "cpu_percent": shares,
     }
     for name, key in (
         (DEADLINE_HISTOGRAM, "deadline_to_command"),

@@ -91,6 +91,10 @@ REQUIRED_FIGURES = (
 )
 
 
+def shares(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.0f}" for name, value in cpu.items())
+
+
 @dataclass
 class BenchOptions:
     events: int = 200_000
@@ -140,6 +144,8 @@ class Bench:
         self.jsonl = self.dir / "events.jsonl"
         self.facts: list[Fact] = []
         self.figures: dict[str, float] = {}
+        #: the embedded broker's process (None: a given cluster)
+        self.broker_pid: int | None = None
         self.doc: dict[str, Any] = {
             "benchmark": "goldenflow bench",
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -217,6 +223,8 @@ class Bench:
             return
         self.say("starting the embedded broker")
         with EmbeddedBroker(port=free_port(), log_file=self.dir / "broker.log") as broker:
+            assert broker.process is not None
+            self.broker_pid = broker.process.pid
             yield broker.url
 
     def _prepare(self) -> None:
@@ -371,6 +379,7 @@ class Bench:
             self.dir / "worker.log",
             latency,
             timeout=self._peer_timeout(),
+            broker_pid=self.broker_pid,
         )
         self._record("worker", result.throughput)
         self.figures["worker_start_to_first_event_s"] = round(result.start_to_first_event_s, 2)
@@ -382,8 +391,12 @@ class Bench:
             "rss_after_last_event_mib": round(result.rss_after / 2**20, 1),
             "journeys": result.journeys,
         }
+        self.doc["details"]["worker_cpu_percent"] = result.cpu
+        self.say(f"CPU, % of one core, while the worker took in the events: {shares(result.cpu)}")
         lat = result.latency
         self.doc["details"]["latency"] = lat
+        if lat.get("cpu_percent"):
+            self.say(f"CPU, % of one core, during the latency phase: {shares(lat['cpu_percent'])}")
         for key in (
             "cancel_to_retention_p50_ms",
             "cancel_to_retention_p99_ms",

@@ -47,6 +47,11 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
     assert [t["figure"] for t in doc["targets"]] == [t[0] for t in TARGETS]
     assert all(t["met"] in (True, False) for t in doc["targets"])
+    # who had the CPU while the worker took in the events, and during the latency phase
+    details = doc["details"]
+    for shares in (details["worker_cpu_percent"], details["latency"]["cpu_percent"]):
+        assert set(shares) == {"worker", "broker", "bench"}, shares
+        assert shares["worker"] > 0 and shares["broker"] > 0, shares
     machine = doc["machine"]
     assert machine["cores"] > 0 and machine["ram_bytes"] > 0 and machine["python"]
     # quix-streams and bytewax are not part of the quick run
