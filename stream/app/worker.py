@@ -505,7 +505,9 @@ class Pipeline:
 
         The snapshots go straight to the table's changelog partition (the journey's
         input partition: both are keyed by user id) and are awaited, and the table's
-        local store is kept current; faust's recovery reads them back as usual.
+        local store is kept current; faust's recovery reads them back as usual. A
+        journey that drifted (JourneyStore.drift) has no changelog record; the local
+        store takes the bytes it rests as, so the two share them.
         """
         store = self.table.data
         batches = Batches(producer_of(self.app))
@@ -517,6 +519,8 @@ class Pipeline:
                 else:
                     store[key] = snap
                 await batches.add(self.changelog, key, snap, partition=partition)
+            for user, snap in core.journeys.refreshed:  # drifted: local copy only, shared
+                store[user.encode()] = snap
             watermark = core.take_watermark()
             if watermark is not None:
                 key = watermark_key(partition)

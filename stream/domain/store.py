@@ -48,7 +48,7 @@ def encode_snapshot(journey: Journey) -> bytes:
 class JourneyStore(MutableMapping[str, Journey]):
     """user id -> journey; reading a journey at rest brings it back to life."""
 
-    __slots__ = ("_live", "_rest", "_saved", "_used")
+    __slots__ = ("_live", "_rest", "_saved", "_used", "refreshed")
 
     def __init__(self) -> None:
         self._live: dict[str, Journey] = {}
@@ -57,6 +57,10 @@ class JourneyStore(MutableMapping[str, Journey]):
         self._saved: dict[str, bytes] = {}
         #: users whose journeys were read or set since the last settle
         self._used: set[str] = set()
+        #: journeys the last settle put to rest as bytes never saved (drifted ones): a
+        #: local copy of the table may take them instead of the changelog's (equal in
+        #: what they decide) and share the bytes again
+        self.refreshed: list[tuple[str, bytes]] = []
 
     def get(self, user: str, default: Journey | None = None) -> Journey | None:  # type: ignore[override]
         journey = self._live.get(user)
@@ -128,10 +132,14 @@ class JourneyStore(MutableMapping[str, Journey]):
         it was last saved as (encoded afresh only if it never was)."""
         used = self._used
         live = self._live
+        self.refreshed = refreshed = []
         if len(used) < len(live):
             saved = self._saved
             for user in [u for u in live if u not in used]:
                 journey = live.pop(user)
                 raw = saved.pop(user, None)
-                self._rest[user] = encode_snapshot(journey) if raw is None else raw
+                if raw is None:
+                    raw = encode_snapshot(journey)
+                    refreshed.append((user, raw))
+                self._rest[user] = raw
         self._used = set()
