@@ -155,6 +155,9 @@ class PartitionCore:
         self.delivered_seq = 0
         #: shoppers with facts waiting for a budget claim to settle
         self.parked: set[str] = set()
+        #: the decisions of parked facts, by fact (user, pattern, subject, trigger), with
+        #: the decider that made them: a retry needs a new verdict, not a new decision
+        self._parked_decisions: dict[tuple[str, str, str, str], tuple[Decider, Decision]] = {}
         self._last_watermark: bytes | None = None
         #: restored from a checkpoint: journeys may be behind its watermark (see _start)
         self._restored = False
@@ -324,9 +327,18 @@ class PartitionCore:
         journey.outbox.append([code, record, self.outbox_seq])
         self.outboxed.add(journey.user_id)
 
-    def _decide(self, journey: Journey, fact: Fact, out: StepOutput, now_ms: int | None) -> None:
+    def _decide(
+        self,
+        journey: Journey,
+        fact: Fact,
+        out: StepOutput,
+        now_ms: int | None,
+        decision: Decision | None = None,
+    ) -> None:
+        """Decide a fact (``decision``: what the decider gave it before it was parked)."""
         out.facts.append(fact)
-        decision = self.decider.decide(fact)
+        if decision is None:
+            decision = self.decider.decide(fact)
         if decision is None:
             out.decisions.append((fact.pattern, "", "no_rule"))
             self._send(journey, "o", decision_record(fact, None, "no_rule"), out.outcomes)
@@ -338,6 +350,8 @@ class PartitionCore:
             # so a crash keeps it too) and decide it again when the ledger answers.
             out.decisions.append((fact.pattern, decision.rule_id, "parked"))
             journey.parked.append(fact_to_list(fact))
+            held = (fact.user_id, fact.pattern, fact.subject, fact.trigger_event_id)
+            self._parked_decisions[held] = (self.decider, decision)
             self.parked.add(journey.user_id)
             self.dirty.add(journey.user_id)
             return
@@ -458,7 +472,13 @@ class PartitionCore:
                 continue
             facts, journey.parked = journey.parked, []
             for raw in facts:
-                self._decide(journey, fact_from_list(raw), out, now_ms)
+                fact = fact_from_list(raw)
+                held = (fact.user_id, fact.pattern, fact.subject, fact.trigger_event_id)
+                decided = self._parked_decisions.pop(held, None)
+                if decided is not None and decided[0] is self.decider:
+                    self._decide(journey, fact, out, now_ms, decided[1])
+                else:  # restored (or the rules changed) since it was parked
+                    self._decide(journey, fact, out, now_ms)
             self._after_change(journey)
         return out
 

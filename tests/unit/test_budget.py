@@ -328,3 +328,46 @@ def test_a_journey_never_asks_for_a_watermark_already_passed() -> None:
         assert due > watermark
         watermark = due
     assert journey.sent == [] and journey.charges == [] and journey.is_empty()
+
+
+class CountingDecider:
+    """The shipped rules, counting what they are asked."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def decide(self, fact: Any) -> Any:
+        self.calls += 1
+        return BOOK.decider.decide(fact)
+
+
+@pytest.mark.parametrize("rules_changed", [False, True])
+def test_a_parked_fact_keeps_its_decision_until_the_rules_change(rules_changed: bool) -> None:
+    g = replace(
+        BOOK.guardrails,
+        caps=(),
+        default_holdout=Holdout(0.0),
+        buckets={"fresh_food": Bucket("fresh_food", {"USD": 8.0})},
+    )
+    ledger = LedgerFold(g.buckets, 2, g.slice_share)
+    first = CountingDecider()
+    c = PartitionCore(
+        0,
+        BOOK.timing,
+        first,
+        CoreConfig(lateness_ms=0, partitions=2, origin="w1"),
+        guardrails=g,
+        ledger=ledger,
+    )
+    ev = EventMaker()
+    out = c.step([*milk_stalls(["a1", "a2"], ev), tick(ev, T0 + 11 * MINUTE)], now_ms=None)
+    assert [d[2] for d in out.decisions] == ["emitted", "parked"] and first.calls == 2
+    (claim,) = c.take_claims()
+    ledger.apply(claim)
+    second = CountingDecider()
+    if rules_changed:  # a rule reload swaps the decider: the new rules decide again
+        c.decider = second
+    again = c.retry_parked(now_ms=None)
+    assert [(o["user_id"], o["result"]) for o in again.outcomes] == [("a2", "emitted")]
+    # only the verdict was new (the claim came back); the rules had spoken already
+    assert (first.calls, second.calls) == ((2, 1) if rules_changed else (2, 0))

@@ -69,6 +69,7 @@ class Stored:
     """What survives a crash for one partition: its checkpoint and committed offset."""
 
     snapshots: dict[str, bytes] = field(default_factory=dict)
+    watermark: bytes | None = None  # the partition's record: watermark, deliveries
     committed: int = 0  # records before this offset are done
 
 
@@ -106,6 +107,8 @@ class Worker:
             guardrails=self.book.guardrails,
             ledger=self.fold,
         )
+        if stored.watermark is not None:  # first: it says which deliveries went out
+            core.restore_watermark(stored.watermark, None)
         undelivered = core.restore(stored.snapshots.items())
         self.cores[partition] = core
         self.position[partition] = stored.committed
@@ -141,21 +144,25 @@ def run_fleet(seed: int, book: RuleBook) -> tuple[list[dict[str, Any]], int]:
         owner[p] = workers[p % len(workers)]
         published += owner[p].assign(p, stored[p])
 
-    def checkpoint_and_publish(w: Worker, p: int, commands: list[dict[str, Any]]) -> None:
-        core = w.cores[p]
+    def checkpoint(core: PartitionCore, p: int) -> None:
         for user, snap in core.take_dirty():
             if snap is None:
                 stored[p].snapshots.pop(user, None)
             else:
                 stored[p].snapshots[user] = snap
+        stored[p].watermark = core.take_watermark() or stored[p].watermark
+
+    def checkpoint_and_publish(w: Worker, p: int, commands: list[dict[str, Any]]) -> None:
+        core = w.cores[p]
+        checkpoint(core, p)
         log.extend(core.take_claims())  # produced to the ledger with the batch
         if rng.random() < 0.15:
             raise Crash  # after the checkpoint, before publishing
         published.extend(commands)
         core.delivered()
-        for user, snap in core.take_dirty():  # the emptied outboxes, at the next checkpoint
-            if snap is not None:
-                stored[p].snapshots[user] = snap
+        if rng.random() < 0.15:
+            raise Crash  # published, the delivery not yet recorded: sent again, same ids
+        checkpoint(core, p)  # the delivery, at the next checkpoint
         stored[p].committed = w.position[p]
 
     crashes = 0
