@@ -461,6 +461,14 @@ def import_olist(src: tuple[Path, ...], out: Path) -> None:
     type=float,
 )
 @env_option(
+    "--feed-linger-ms",
+    "GOLDENFLOW_BENCH_FEED_LINGER_MS",
+    None,
+    "linger of the background traffic's producer in the latency phase (the probes send "
+    "at once)  [default: 50]",
+    type=int,
+)
+@env_option(
     "--repeat",
     "GOLDENFLOW_BENCH_REPEAT",
     1,
@@ -500,6 +508,7 @@ def bench(
     only: str | None,
     latency_seconds: float | None,
     rate: float | None,
+    feed_linger_ms: int | None,
     repeat: int,
     replay_events: int | None,
     quix_python: str | None,
@@ -531,6 +540,7 @@ def bench(
         "quix_python": quix_python,
         "latency_seconds": latency_seconds,
         "rate": rate,
+        "feed_linger_ms": feed_linger_ms,
         "sections": sections,
         "replay_events": replay_events,
         "repeat": repeat,

@@ -66,6 +66,9 @@ CANCEL_HISTOGRAM = "goldenflow_cancel_to_retention_seconds"
 class LatencyOptions:
     seconds: float = 30.0
     rate: float = 1_000.0
+    #: the background producer's linger: how the load reaches the broker (the probes
+    #: are sent at once, whatever this is)
+    feed_linger_ms: int = 50
     speed: float = 120.0
     probes_per_second: float = 5.0
     warmup: float = 3.0
@@ -246,7 +249,7 @@ async def latency_phase(
         context=True,
     )
     client = settings.kafka_client_options()
-    producer = AIOKafkaProducer(**client, linger_ms=5)
+    producer = AIOKafkaProducer(**client, linger_ms=opts.feed_linger_ms)
     probe_producer = AIOKafkaProducer(**client, linger_ms=0)
     consumer = AIOKafkaConsumer(
         **client, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=5
@@ -291,6 +294,7 @@ async def latency_phase(
         await producer.stop()
     result: dict[str, Any] = {
         "background_rate": opts.rate,
+        "background_linger_ms": opts.feed_linger_ms,
         "background_events": background_sent,
         "event_time_speed": opts.speed,
         "seconds": opts.seconds,

@@ -108,6 +108,8 @@ class BenchOptions:
     sections: tuple[str, ...] = SECTIONS
     latency_seconds: float = 30.0
     rate: float = 1_000.0
+    #: linger of the latency phase's background producer (docs/performance.md, (e))
+    feed_linger_ms: int = 50
     speed: float = 120.0
     quix_python: str | None = None
     #: runs of each peer measurement (passthrough, faust, quix, bytewax); the best counts
@@ -161,6 +163,7 @@ class Bench:
                 "producer_linger_ms": LINGER_MS,
                 "peer_runs": opts.repeat,
                 "latency_background_rate": opts.rate,
+                "latency_background_linger_ms": opts.feed_linger_ms,
                 "latency_seconds": opts.latency_seconds,
                 "latency_event_time_speed": opts.speed,
             },
@@ -368,6 +371,7 @@ class Bench:
         latency = LatencyOptions(
             seconds=self.opts.latency_seconds,
             rate=self.opts.rate,
+            feed_linger_ms=self.opts.feed_linger_ms,
             speed=self.opts.speed,
             shoppers=self.opts.shoppers,
             warmup=2.0 if self.opts.quick else 3.0,
