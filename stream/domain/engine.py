@@ -471,16 +471,39 @@ class PartitionCore:
             if journey is None or not journey.parked:
                 continue
             facts, journey.parked = journey.parked, []
+            changed = False
             for raw in facts:
                 fact = fact_from_list(raw)
                 held = (fact.user_id, fact.pattern, fact.subject, fact.trigger_event_id)
                 decided = self._parked_decisions.pop(held, None)
-                if decided is not None and decided[0] is self.decider:
-                    self._decide(journey, fact, out, now_ms, decided[1])
-                else:  # restored (or the rules changed) since it was parked
+                if decided is None or decided[0] is not self.decider:
+                    # restored (or the rules changed) since it was parked: decide afresh
                     self._decide(journey, fact, out, now_ms)
-            self._after_change(journey)
+                elif self._still_short(fact, decided[1]):
+                    # its bucket's claim is still on its way and would not cover it: it
+                    # stays as it is (no new verdict, nothing to write)
+                    journey.parked.append(raw)
+                    self._parked_decisions[held] = decided
+                    self.parked.add(user)
+                    continue
+                else:
+                    self._decide(journey, fact, out, now_ms, decided[1])
+                changed = True
+            if changed:
+                self._after_change(journey)
         return out
+
+    def _still_short(self, fact: Fact, decision: Decision) -> bool:
+        """The budget would park this decision again: short, with a claim in flight."""
+        if not budgeted(decision, self.guardrails):
+            return False
+        assert decision.bucket is not None and decision.unit is not None
+        day = budget_day(fact.at_ms, self.guardrails.default_timezone)
+        budget = self.budget
+        return (
+            budget.awaiting(decision.bucket, decision.unit, day)
+            and budget.remaining(decision.bucket, decision.unit, day) + 1e-9 < decision.cost
+        )
 
     def take_claims(self) -> list[Claim]:
         """Budget claims for the shared ledger (none when the ledger is local)."""

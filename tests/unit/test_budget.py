@@ -371,3 +371,37 @@ def test_a_parked_fact_keeps_its_decision_until_the_rules_change(rules_changed: 
     assert [(o["user_id"], o["result"]) for o in again.outcomes] == [("a2", "emitted")]
     # only the verdict was new (the claim came back); the rules had spoken already
     assert (first.calls, second.calls) == ((2, 1) if rules_changed else (2, 0))
+
+
+def test_a_retry_while_its_claim_is_still_out_leaves_a_parked_fact_alone() -> None:
+    g = replace(
+        BOOK.guardrails,
+        caps=(),
+        default_holdout=Holdout(0.0),
+        buckets={"fresh_food": Bucket("fresh_food", {"USD": 8.0})},
+    )
+    ledger = LedgerFold(g.buckets, 2, g.slice_share)
+    rules = CountingDecider()
+    c = PartitionCore(
+        0,
+        BOOK.timing,
+        rules,
+        CoreConfig(lateness_ms=0, partitions=2, origin="w1"),
+        guardrails=g,
+        ledger=ledger,
+    )
+    ev = EventMaker()
+    out = c.step([*milk_stalls(["a1", "a2"], ev), tick(ev, T0 + 11 * MINUTE)], now_ms=None)
+    assert [d[2] for d in out.decisions] == ["emitted", "parked"]
+    c.take_dirty()
+    # the timer retries what is parked; the claim has not come back
+    again = c.retry_parked(now_ms=None)
+    assert again.decisions == [] and again.outcomes == [] and rules.calls == 2
+    assert c.parked == {"a2"} and len(c.journeys["a2"].parked) == 1
+    assert "a2" not in dict(c.take_dirty())  # nothing changed: nothing to write
+    (claim,) = c.take_claims()
+    ledger.apply(claim)
+    assert c.budget.settled(claim)
+    done = c.retry_parked(now_ms=None)
+    assert [(o["user_id"], o["result"]) for o in done.outcomes] == [("a2", "emitted")]
+    assert c.parked == set() and "a2" in dict(c.take_dirty())
