@@ -341,8 +341,8 @@ class CountingDecider:
         return BOOK.decider.decide(fact)
 
 
-@pytest.mark.parametrize("rules_changed", [False, True])
-def test_a_parked_fact_keeps_its_decision_until_the_rules_change(rules_changed: bool) -> None:
+def parked_a2(rules: CountingDecider) -> tuple[PartitionCore, LedgerFold]:
+    """One partition whose slice pays for a1's coupon; a2's waits for the claim."""
     g = replace(
         BOOK.guardrails,
         caps=(),
@@ -350,18 +350,24 @@ def test_a_parked_fact_keeps_its_decision_until_the_rules_change(rules_changed: 
         buckets={"fresh_food": Bucket("fresh_food", {"USD": 8.0})},
     )
     ledger = LedgerFold(g.buckets, 2, g.slice_share)
-    first = CountingDecider()
     c = PartitionCore(
         0,
         BOOK.timing,
-        first,
+        rules,
         CoreConfig(lateness_ms=0, partitions=2, origin="w1"),
         guardrails=g,
         ledger=ledger,
     )
     ev = EventMaker()
     out = c.step([*milk_stalls(["a1", "a2"], ev), tick(ev, T0 + 11 * MINUTE)], now_ms=None)
-    assert [d[2] for d in out.decisions] == ["emitted", "parked"] and first.calls == 2
+    assert [d[2] for d in out.decisions] == ["emitted", "parked"] and rules.calls == 2
+    return c, ledger
+
+
+@pytest.mark.parametrize("rules_changed", [False, True])
+def test_a_parked_fact_keeps_its_decision_until_the_rules_change(rules_changed: bool) -> None:
+    first = CountingDecider()
+    c, ledger = parked_a2(first)
     (claim,) = c.take_claims()
     ledger.apply(claim)
     second = CountingDecider()
@@ -374,25 +380,8 @@ def test_a_parked_fact_keeps_its_decision_until_the_rules_change(rules_changed: 
 
 
 def test_a_retry_while_its_claim_is_still_out_leaves_a_parked_fact_alone() -> None:
-    g = replace(
-        BOOK.guardrails,
-        caps=(),
-        default_holdout=Holdout(0.0),
-        buckets={"fresh_food": Bucket("fresh_food", {"USD": 8.0})},
-    )
-    ledger = LedgerFold(g.buckets, 2, g.slice_share)
     rules = CountingDecider()
-    c = PartitionCore(
-        0,
-        BOOK.timing,
-        rules,
-        CoreConfig(lateness_ms=0, partitions=2, origin="w1"),
-        guardrails=g,
-        ledger=ledger,
-    )
-    ev = EventMaker()
-    out = c.step([*milk_stalls(["a1", "a2"], ev), tick(ev, T0 + 11 * MINUTE)], now_ms=None)
-    assert [d[2] for d in out.decisions] == ["emitted", "parked"]
+    c, ledger = parked_a2(rules)
     c.take_dirty()
     # the timer retries what is parked; the claim has not come back
     again = c.retry_parked(now_ms=None)
