@@ -37,6 +37,9 @@ from stream.domain.timing import Timing
 from stream.domain.watermark import Watermark
 from stream.errors import InvalidEvent
 
+#: what a parked fact waits for: bucket, unit, budget day and its cost
+Wait = tuple[str, str, int, float]
+
 
 class Decider(Protocol):
     """Chooses the intervention for a fact, or none."""
@@ -158,6 +161,10 @@ class PartitionCore:
         #: the decisions of parked facts, by fact (user, pattern, subject, trigger), with
         #: the decider that made them: a retry needs a new verdict, not a new decision
         self._parked_decisions: dict[tuple[str, str, str, str], tuple[Decider, Decision]] = {}
+        #: per shopper, what each of its parked facts waits for (bucket, unit, day,
+        #: cost), when every one of them is known: a retry can leave the shopper alone
+        #: without reading its journey
+        self._waits: dict[str, tuple[Decider, list[Wait]]] = {}
         self._last_watermark: bytes | None = None
         #: restored from a checkpoint: journeys may be behind its watermark (see _start)
         self._restored = False
@@ -352,6 +359,7 @@ class PartitionCore:
             journey.parked.append(fact_to_list(fact))
             held = (fact.user_id, fact.pattern, fact.subject, fact.trigger_event_id)
             self._parked_decisions[held] = (self.decider, decision)
+            self._note_wait(journey, fact, decision)
             self.parked.add(journey.user_id)
             self.dirty.add(journey.user_id)
             return
@@ -467,7 +475,12 @@ class PartitionCore:
         out = self._start(now_ms)
         users, self.parked = self.parked, set()
         for user in sorted(users):
+            known = self._waits.get(user)
+            if known is not None and known[0] is self.decider and all(map(self._short, known[1])):
+                self.parked.add(user)  # every fact would stay as it is: see below
+                continue
             journey = self.journeys.get(user)
+            self._waits.pop(user, None)
             if journey is None or not journey.parked:
                 continue
             facts, journey.parked = journey.parked, []
@@ -479,11 +492,12 @@ class PartitionCore:
                 if decided is None or decided[0] is not self.decider:
                     # restored (or the rules changed) since it was parked: decide afresh
                     self._decide(journey, fact, out, now_ms)
-                elif self._still_short(fact, decided[1]):
+                elif self._short(self._wait(fact, decided[1])):
                     # its bucket's claim is still on its way and would not cover it: it
                     # stays as it is (no new verdict, nothing to write)
                     journey.parked.append(raw)
                     self._parked_decisions[held] = decided
+                    self._note_wait(journey, fact, decided[1])
                     self.parked.add(user)
                     continue
                 else:
@@ -493,17 +507,32 @@ class PartitionCore:
                 self._after_change(journey)
         return out
 
-    def _still_short(self, fact: Fact, decision: Decision) -> bool:
-        """The budget would park this decision again: short, with a claim in flight."""
-        if not budgeted(decision, self.guardrails):
-            return False
-        assert decision.bucket is not None and decision.unit is not None
+    def _wait(self, fact: Fact, decision: Decision) -> Wait:
+        """What a parked decision waits for: its bucket, unit and budget day, and cost."""
+        assert decision.bucket is not None and decision.unit is not None  # budgeted
         day = budget_day(fact.at_ms, self.guardrails.default_timezone)
+        return (decision.bucket, decision.unit, day, decision.cost)
+
+    def _short(self, wait: Wait) -> bool:
+        """The budget would park it again: short, with a claim in flight."""
+        bucket, unit, day, cost = wait
         budget = self.budget
         return (
-            budget.awaiting(decision.bucket, decision.unit, day)
-            and budget.remaining(decision.bucket, decision.unit, day) + 1e-9 < decision.cost
+            budget.awaiting(bucket, unit, day) and budget.remaining(bucket, unit, day) + 1e-9 < cost
         )
+
+    def _note_wait(self, journey: Journey, fact: Fact, decision: Decision) -> None:
+        """Keep ``self._waits`` whole for the shopper, or drop it (a restored fact
+        parked before it is not known)."""
+        user = journey.user_id
+        if len(journey.parked) == 1:
+            self._waits[user] = (self.decider, [self._wait(fact, decision)])
+            return
+        known = self._waits.get(user)
+        if known is not None and known[0] is self.decider:
+            known[1].append(self._wait(fact, decision))
+        else:
+            self._waits.pop(user, None)
 
     def take_claims(self) -> list[Claim]:
         """Budget claims for the shared ledger (none when the ledger is local)."""

@@ -383,10 +383,14 @@ def test_a_retry_while_its_claim_is_still_out_leaves_a_parked_fact_alone() -> No
     rules = CountingDecider()
     c, ledger = parked_a2(rules)
     c.take_dirty()
+    c.take_dirty()  # a checkpoint later, a2's journey rests as its snapshot bytes
+    assert "a2" not in c.journeys.live()
     # the timer retries what is parked; the claim has not come back
     again = c.retry_parked(now_ms=None)
     assert again.decisions == [] and again.outcomes == [] and rules.calls == 2
-    assert c.parked == {"a2"} and len(c.journeys["a2"].parked) == 1
+    assert c.parked == {"a2"}
+    assert "a2" not in c.journeys.live()  # not even read again
+    assert len(c.journeys["a2"].parked) == 1
     assert "a2" not in dict(c.take_dirty())  # nothing changed: nothing to write
     (claim,) = c.take_claims()
     ledger.apply(claim)
