@@ -135,7 +135,7 @@ class PartitionCore:
     ):
         self.partition = partition
         self.timing = timing
-        self.decider = decider
+        self._decider = decider
         self.config = config
         self.guardrails = guardrails or Guardrails()
         g = self.guardrails
@@ -158,13 +158,14 @@ class PartitionCore:
         self.delivered_seq = 0
         #: shoppers with facts waiting for a budget claim to settle
         self.parked: set[str] = set()
-        #: the decisions of parked facts, by fact (user, pattern, subject, trigger), with
-        #: the decider that made them: a retry needs a new verdict, not a new decision
-        self._parked_decisions: dict[tuple[str, str, str, str], tuple[Decider, Decision]] = {}
+        #: the decisions of parked facts, by fact (user, pattern, subject, trigger), made
+        #: by the current decider (a new one clears them): a retry needs a new verdict,
+        #: not a new decision
+        self._parked_decisions: dict[tuple[str, str, str, str], Decision] = {}
         #: per shopper, what each of its parked facts waits for (bucket, unit, day,
         #: cost), when every one of them is known: a retry can leave the shopper alone
         #: without reading its journey
-        self._waits: dict[str, tuple[Decider, list[Wait]]] = {}
+        self._waits: dict[str, list[Wait]] = {}
         self._last_watermark: bytes | None = None
         #: restored from a checkpoint: journeys may be behind its watermark (see _start)
         self._restored = False
@@ -270,6 +271,18 @@ class PartitionCore:
             self._fire_due(until_ms, out, None)
         return out
 
+    @property
+    def decider(self) -> Decider:
+        return self._decider
+
+    @decider.setter
+    def decider(self, decider: Decider) -> None:
+        """New rules (a reload): what parked facts were decided with no longer holds, and
+        they are decided afresh when retried."""
+        self._decider = decider
+        self._parked_decisions.clear()
+        self._waits.clear()
+
     def _start(self, now_ms: int | None) -> StepOutput:
         """A step's output; the first after a restore first brings the journeys that
         drifted before the checkpoint (JourneyStore.drift) up to its watermark. That
@@ -358,7 +371,7 @@ class PartitionCore:
             out.decisions.append((fact.pattern, decision.rule_id, "parked"))
             journey.parked.append(fact_to_list(fact))
             held = (fact.user_id, fact.pattern, fact.subject, fact.trigger_event_id)
-            self._parked_decisions[held] = (self.decider, decision)
+            self._parked_decisions[held] = decision
             self._note_wait(journey, fact, decision)
             self.parked.add(journey.user_id)
             self.dirty.add(journey.user_id)
@@ -476,7 +489,7 @@ class PartitionCore:
         users, self.parked = self.parked, set()
         for user in sorted(users):
             known = self._waits.get(user)
-            if known is not None and known[0] is self.decider and all(map(self._short, known[1])):
+            if known is not None and all(map(self._short, known)):
                 self.parked.add(user)  # every fact would stay as it is: see below
                 continue
             journey = self.journeys.get(user)
@@ -489,19 +502,19 @@ class PartitionCore:
                 fact = fact_from_list(raw)
                 held = (fact.user_id, fact.pattern, fact.subject, fact.trigger_event_id)
                 decided = self._parked_decisions.pop(held, None)
-                if decided is None or decided[0] is not self.decider:
+                if decided is None:
                     # restored (or the rules changed) since it was parked: decide afresh
                     self._decide(journey, fact, out, now_ms)
-                elif self._short(self._wait(fact, decided[1])):
+                elif self._short(self._wait(fact, decided)):
                     # its bucket's claim is still on its way and would not cover it: it
                     # stays as it is (no new verdict, nothing to write)
                     journey.parked.append(raw)
                     self._parked_decisions[held] = decided
-                    self._note_wait(journey, fact, decided[1])
+                    self._note_wait(journey, fact, decided)
                     self.parked.add(user)
                     continue
                 else:
-                    self._decide(journey, fact, out, now_ms, decided[1])
+                    self._decide(journey, fact, out, now_ms, decided)
                 changed = True
             if changed:
                 self._after_change(journey)
@@ -526,13 +539,11 @@ class PartitionCore:
         parked before it is not known)."""
         user = journey.user_id
         if len(journey.parked) == 1:
-            self._waits[user] = (self.decider, [self._wait(fact, decision)])
+            self._waits[user] = [self._wait(fact, decision)]
             return
         known = self._waits.get(user)
-        if known is not None and known[0] is self.decider:
-            known[1].append(self._wait(fact, decision))
-        else:
-            self._waits.pop(user, None)
+        if known is not None:
+            known.append(self._wait(fact, decision))
 
     def take_claims(self) -> list[Claim]:
         """Budget claims for the shared ledger (none when the ledger is local)."""
