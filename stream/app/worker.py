@@ -148,9 +148,7 @@ class Pipeline:
         self.outcomes = settings.topic("outcomes")
         self.ledger_topic = ledger_topic(settings)
         self.guardrails = rulebook.guardrails
-        #: every claim read from the ledger (today's and yesterday's), in log order
-        self.claims: list[Claim] = []
-        self.ledger = self._fold(self.claims)
+        self.ledger = self._fold([])
         self._budget_day: int | None = None
         self._retry: set[int] = set()  # partitions whose parked facts can be decided again
         self.rereads = Rereads(app, metrics)
@@ -170,10 +168,9 @@ class Pipeline:
         return fold
 
     def on_claim(self, claim: Claim) -> None:
-        """A claim read back from the ledger: fold it; settle it if it is ours."""
-        if self.claims and claim.day < self.claims[-1].day - 1:
-            return  # a day that can no longer be spent
-        self.claims.append(claim)
+        """A claim read back from the ledger: fold it; settle it if it is ours (even one
+        for a day that can no longer be spent, which the fold grants nothing: its
+        partition must not wait for it)."""
         self.ledger.apply(claim)
         core = self.cores.get(claim.partition)
         if core is not None and core.budget.settled(claim) and core.parked:
@@ -208,8 +205,8 @@ class Pipeline:
         plus what the pool can still grant (the pool is the same on every worker)."""
         if day is not None:
             self._budget_day = max(self._budget_day or day, day)
-        elif self.claims:
-            self._budget_day = max(self._budget_day or 0, self.claims[-1].day)
+        elif self.ledger.latest_day is not None:
+            self._budget_day = max(self._budget_day or 0, self.ledger.latest_day)
         day = self._budget_day
         if day is None:
             return
@@ -291,7 +288,7 @@ class Pipeline:
             old = self.rulebook.version
             self.rulebook = book
             self.guardrails = book.guardrails
-            self.ledger = self._fold(self.claims)  # budgets may have changed
+            self.ledger = self._fold(self.ledger.claims)  # budgets may have changed
             for core in self.cores.values():
                 core.timing = book.timing
                 core.decider = book.decider

@@ -106,6 +106,12 @@ class LedgerFold:
     grant. A claim is served from what the pool has left at its place in the log
     (partly, if the pool runs short); a claim seen twice (a producer retry) counts
     once.
+
+    Only the latest day in the log and the day before can still be spent: a claim
+    for an older day is granted nothing, the pool of such a day is empty, and the
+    fold forgets it (its grants, the claim ids it has seen and the claims it
+    keeps), so the fold stays as small as two days of claims however long the
+    worker runs.
     """
 
     def __init__(self, buckets: Mapping[str, Bucket], partitions: int, base_share: float) -> None:
@@ -114,7 +120,17 @@ class LedgerFold:
         self.base_share = base_share
         self.granted: dict[Key, float] = defaultdict(float)  # pool handed out, all partitions
         self.grants: dict[tuple[str, str, int, int], float] = defaultdict(float)
-        self._seen: set[str] = set()
+        #: the latest budget day of any claim folded so far
+        self.latest_day: int | None = None
+        #: the claims of the days that can still be spent, in log order (folding them
+        #: again, e.g. with changed budgets, gives the same grants)
+        self.claims: list[Claim] = []
+        self._seen: dict[int, set[str]] = {}  # claim ids folded, by day
+
+    def spendable(self, day: int) -> bool:
+        """The day can still be spent: the latest day in the log, or the day before (or
+        any day, before the first claim)."""
+        return self.latest_day is None or day >= self.latest_day - 1
 
     def total(self, bucket: str, unit: str) -> float:
         spec = self.buckets.get(bucket)
@@ -125,16 +141,25 @@ class LedgerFold:
         return round(self.total(bucket, unit) * self.base_share / self.partitions, 6)
 
     def pool(self, bucket: str, unit: str, day: int) -> float:
-        """What the pool can still grant today."""
+        """What the pool can still grant that day (nothing, once the day is over)."""
+        if not self.spendable(day):
+            return 0.0
         total = self.total(bucket, unit)
         slices = self.slice(bucket, unit) * self.partitions
         return max(0.0, round(total - slices - self.granted[(bucket, unit, day)], 6))
 
     def apply(self, claim: Claim) -> float:
         """Fold one claim; return what it was granted."""
-        if claim.claim_id in self._seen or claim.amount <= 0:
+        if claim.amount <= 0 or not self.spendable(claim.day):
             return 0.0
-        self._seen.add(claim.claim_id)
+        seen = self._seen.setdefault(claim.day, set())
+        if claim.claim_id in seen:
+            return 0.0
+        seen.add(claim.claim_id)
+        self.claims.append(claim)
+        if self.latest_day is None or claim.day > self.latest_day:
+            self.latest_day = claim.day
+            self.forget_before(claim.day - 1)
         if not 0 <= claim.partition < self.partitions:
             return 0.0
         grant = min(claim.amount, self.pool(claim.bucket, claim.unit, claim.day))
@@ -152,6 +177,10 @@ class LedgerFold:
             del self.granted[key]
         for gkey in [k for k in self.grants if k[2] < day]:
             del self.grants[gkey]
+        for old in [d for d in self._seen if d < day]:
+            del self._seen[old]
+        if any(c.day < day for c in self.claims):
+            self.claims = [c for c in self.claims if c.day >= day]
 
 
 @dataclass(slots=True)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from aiokafka.partitioner import murmur2
 
 from stream.broker import EmbeddedBroker, free_port
 from stream.domain.timeutil import HOUR
@@ -96,3 +98,67 @@ def test_two_workers_share_a_bucket_without_overspending(
     finally:
         for w in workers:
             w.stop()
+
+
+def shoppers_of(partition: int, partitions: int, count: int, prefix: str) -> list[str]:
+    """User ids whose records the default partitioner puts into ``partition``."""
+    users: list[str] = []
+    i = 0
+    while len(users) < count:
+        user = f"{prefix}-{i:04d}"
+        if (murmur2(user.encode()) & 0x7FFFFFFF) % partitions == partition:
+            users.append(user)
+        i += 1
+    return users
+
+
+def test_a_partition_days_behind_the_ledger_decides_every_fact(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """A partition catching up on days-old traffic claims budget for a day the ledger
+    no longer serves (other partitions' claims are two days on). The fold grants such
+    a claim nothing, and the partition must still hear back: its facts waiting for
+    the claim are then decided (suppressed for budget beyond its slice), not parked
+    for ever."""
+    rules = rules_with_budgets(tmp_path / "rules", DAILY, any_hour=True)
+    settings = isolated_settings(broker, rules_dir=rules, data_dir=tmp_path / "w0")
+    n = settings.partitions
+    ev = EventMaker()
+    now = int(time.time() * 1000)
+    today, old = now - 3 * HOUR, now - 3 * 24 * HOUR
+
+    def stalls(users: list[str], t0: int, partition: int) -> list[Any]:
+        messages: list[tuple[str, bytes | None, bytes, int | None]] = []
+        for i, user in enumerate(users):
+            add = ev.add(user, t0 + i * 1000, sku="salad", category="fresh_food", price=12.0)
+            messages.append(("cart", user.encode(), orjson.dumps(add), partition))
+        tick = ev("cart_view", f"clock-{partition}", t0 + HOUR)
+        messages.append(("cart", tick["user_id"].encode(), orjson.dumps(tick), partition))
+        return messages
+
+    current = shoppers_of(1, n, 12, "today")
+    behind = shoppers_of(0, n, 12, "behind")
+    worker = Worker(settings, tmp_path / "w0.log")
+    try:
+        worker.start()
+        # partition 1 spends today's budget: claims for today go into the ledger first
+        asyncio.run(produce(settings, stalls(current, today, 1)))
+        first = as_json(asyncio.run(consume(settings, "outcomes", expect=len(current), timeout=60)))
+        assert {r["user_id"] for r in first if r["kind"] == "decision"} == set(current)
+        # partition 0 is three days behind: its claims are for a day the ledger left
+        asyncio.run(produce(settings, stalls(behind, old, 0)))
+
+        def all_decided() -> bool:
+            records = as_json(asyncio.run(consume(settings, "outcomes", expect=1, timeout=5)))
+            decided = {r["user_id"] for r in records if r["kind"] == "decision"}
+            return set(behind) <= decided
+
+        wait_until(all_decided, 60, "every fact of the partition behind decided")
+        records = as_json(asyncio.run(consume(settings, "outcomes", expect=1, timeout=5)))
+        reasons = [
+            r["reason"] for r in records if r["user_id"] in behind and r["kind"] == "decision"
+        ]
+        assert len(reasons) == len(behind)
+        assert "budget" in reasons  # beyond its slice: nothing granted for a day gone by
+    finally:
+        worker.stop()

@@ -119,6 +119,35 @@ def test_forgetting_old_days_keeps_the_fold_small() -> None:
     assert {k[2] for k in ledger.granted} == {DAY2}
 
 
+def test_only_the_latest_day_and_the_day_before_can_be_spent() -> None:
+    ledger = fold({"USD": 1000.0})
+    day3 = DAY1 + 2
+    assert ledger.apply(claim("a", 0, 10.0, day=DAY1)) == 10.0
+    assert ledger.apply(claim("c", 1, 10.0, day=day3)) == 10.0
+    # DAY1 is two days behind the latest claim: nothing more is granted for it
+    assert ledger.pool("b", "USD", DAY1) == 0.0
+    assert ledger.apply(claim("a2", 0, 10.0, day=DAY1)) == 0.0
+    assert ledger.pool("b", "USD", DAY2) == 500.0  # the day before the latest still can
+    assert ledger.apply(claim("b", 0, 10.0, day=DAY2)) == 10.0
+    assert [c.claim_id for c in ledger.claims] == ["c", "b"]
+    # folding the claims kept again (a rule reload) gives the same grants
+    again = fold({"USD": 1000.0})
+    for c in ledger.claims:
+        again.apply(c)
+    assert again.grants == ledger.grants and again.latest_day == day3
+
+
+def test_the_fold_stays_small_however_many_days_it_reads() -> None:
+    ledger = fold({"USD": 1000.0})
+    for day in range(DAY1, DAY1 + 60):
+        for i in range(20):
+            ledger.apply(claim(f"{day}/{i}", i % 4, 1.0, day=day))
+    last = DAY1 + 59
+    assert len(ledger.claims) == 40 and {c.day for c in ledger.claims} == {last - 1, last}
+    assert {k[2] for k in ledger.granted} == {last - 1, last}
+    assert {k[2] for k in ledger.grants} == {last - 1, last}
+
+
 def test_claim_records_round_trip() -> None:
     c = Claim("w1/3/739579/fresh_food/USD/2", "fresh_food", "USD", 739_579, 3, 12.5)
     assert Claim.from_record(c.to_record()) == c
@@ -398,3 +427,21 @@ def test_a_retry_while_its_claim_is_still_out_leaves_a_parked_fact_alone() -> No
     done = c.retry_parked(now_ms=None)
     assert [(o["user_id"], o["result"]) for o in done.outcomes] == [("a2", "emitted")]
     assert c.parked == set() and "a2" in dict(c.take_dirty())
+
+
+def test_a_fact_waiting_for_a_claim_on_a_day_gone_by_is_decided() -> None:
+    """The claim of a partition days behind comes back granted nothing: its facts are
+    decided with what the partition holds, not parked for ever."""
+    rules = CountingDecider()
+    c, ledger = parked_a2(rules)
+    (late,) = c.take_claims()
+    # other partitions' claims, two days on, reached the ledger first
+    ledger.apply(Claim("w2/1/x", "fresh_food", "USD", late.day + 2, 1, 2.0))
+    assert ledger.apply(late) == 0.0
+    assert c.budget.settled(late)
+    again = c.retry_parked(now_ms=None)
+    assert [(o["user_id"], o["result"], o["reason"]) for o in again.outcomes] == [
+        ("a2", "suppressed", "budget")
+    ]
+    assert c.parked == set() and c.journeys["a2"].parked == []
+    assert c.take_claims() == []  # and it does not ask for that day again
