@@ -84,6 +84,8 @@ class PipelineResult:
     rss_before: int
     rss_after: int
     journeys: int
+    #: facts decided (any result) by the time the last event was processed
+    decisions: int = 0
     latency: dict[str, Any] = field(default_factory=dict)
     #: share of one core (%) per process while the worker took in the events
     cpu: dict[str, float] = field(default_factory=dict)
@@ -200,12 +202,14 @@ def run_pipeline(
         shares = cpu.shares()
         rss_after = rss_bytes(worker.pid)
         journeys = int(total(samples or {}, "goldenflow_journeys"))
+        decisions = int(total(samples or {}, "goldenflow_decisions_total"))
         result = PipelineResult(
             start_to_first_event_s=start_to_first,
             throughput=Throughput(int(last[1] - first[1]), first[0], last[0]),
             rss_before=rss_before,
             rss_after=rss_after,
             journeys=journeys,
+            decisions=decisions,
             cpu=shares,
         )
         if latency is not None:

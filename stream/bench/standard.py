@@ -396,6 +396,11 @@ class Bench:
             "journeys": result.journeys,
         }
         self.doc["details"]["worker_cpu_percent"] = result.cpu
+        # the work behind the events/s: facts decided while they were taken in
+        self.doc["details"]["worker_decisions"] = {
+            "decisions": result.decisions,
+            "per_event": round(result.decisions / max(self.opts.events, 1), 3),
+        }
         self.say(f"CPU, % of one core, while the worker took in the events: {shares(result.cpu)}")
         lat = result.latency
         self.doc["details"]["latency"] = lat
