@@ -10,6 +10,7 @@ from typing import Any
 from faust.worker import Worker
 from prometheus_client import CollectorRegistry
 
+from stream.app.malloc import pin_mmap_threshold
 from stream.app.topics import ensure_topics
 from stream.app.worker import build_app
 from stream.config import Settings
@@ -47,5 +48,6 @@ def run_worker(settings: Settings) -> None:
     # stall the event loop (measured: 46 in a 2-minute benchmark, 50-70 ms each).
     # Collecting the young generation less often lets them die young instead.
     gc.set_threshold(*GC_THRESHOLDS)
+    pin_mmap_threshold()  # large buffers freed give their memory back (stream/app/malloc.py)
     log.info("rules %s loaded from %s", rulebook.version, settings.rules_dir)
     worker.execute_from_commandline()
