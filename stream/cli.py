@@ -590,21 +590,31 @@ def bench_memory(events: int, shoppers: int, first: int, out: Path, workdir: Pat
     from stream.bench.memory import run_memory
 
     result = run_memory(events, shoppers, [first, events], workdir)
-    rows = [
-        {"events": n, "rss_mib": round(rss / 2**20, 1), "journeys": journeys}
-        for n, rss, journeys in result.checkpoints
-    ]
+    rows = []
+    for n, rss, journeys in result.checkpoints:
+        per = result.per_journey(rss, journeys)
+        rows.append(
+            {
+                "events": n,
+                "rss_mib": round(rss / 2**20, 1),
+                "journeys": journeys,
+                "rss_growth_per_journey_bytes": None if per is None else round(per),
+            }
+        )
     ratio = result.checkpoints[-1][1] / result.checkpoints[0][1]
+    click.echo(f"worker RSS when ready, before any event: {result.rss_ready / 2**20:.1f} MiB")
     for row in rows:
         click.echo(
             f"after {row['events']:>9,} events: worker RSS {row['rss_mib']:>7.1f} MiB, "
-            f"{row['journeys']:,} journeys"
+            f"{row['journeys']:,} journeys, "
+            f"{row['rss_growth_per_journey_bytes'] or 0:,} bytes of growth per journey"
         )
     click.echo(f"ratio last/first: {ratio:.2f} ({result.seconds:.0f} s)")
     out.write_text(
         json.dumps(
             {
                 "shoppers": shoppers,
+                "rss_ready_mib": round(result.rss_ready / 2**20, 1),
                 "samples": rows,
                 "ratio": ratio,
                 "seconds": round(result.seconds, 1),

@@ -30,7 +30,14 @@ from stream.domain.timeutil import DAY
 @dataclass
 class MemoryResult:
     checkpoints: list[tuple[int, int, int]]  # (events consumed, worker RSS bytes, journeys)
+    #: the worker's RSS once it was ready, before any event (what no journey costs)
+    rss_ready: int
     events: int
+
+    def per_journey(self, rss: int, journeys: int) -> float | None:
+        """What the worker grew by, per journey held, from its RSS when ready."""
+        return (rss - self.rss_ready) / journeys if journeys > 0 else None
+
     shoppers: int
     seconds: float
 
@@ -76,6 +83,7 @@ def run_memory(events: int, shoppers: int, checkpoints: list[int], workdir: Path
             )
         try:
             url = f"http://127.0.0.1:{settings.web_port}/metrics"
+            rss_ready = _wait_ready(worker, settings, workdir)
             start_ms = int(time.time() * 1000) - 40 * DAY
             asyncio.run(_produce(settings, steady_events(events, shoppers, start_ms)))
             samples = []
@@ -95,7 +103,24 @@ def run_memory(events: int, shoppers: int, checkpoints: list[int], workdir: Path
         finally:
             worker.terminate()
             worker.wait(30)
-    return MemoryResult(samples, events, shoppers, time.monotonic() - started)
+    return MemoryResult(samples, rss_ready, events, shoppers, time.monotonic() - started)
+
+
+def _wait_ready(worker: subprocess.Popen[bytes], settings: Settings, workdir: Path) -> int:
+    """Wait until the worker has its partitions (its /ready answers 200); its RSS then."""
+    url = f"http://127.0.0.1:{settings.web_port}/ready"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited; see {workdir / 'worker.log'}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return rss_bytes(worker.pid)
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"worker not ready in 120 s; see {workdir / 'worker.log'}")
 
 
 async def _produce(settings: Settings, messages: object) -> None:

@@ -60,11 +60,41 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     assert "figures" in done.stdout and "targets" in done.stdout
 
 
-def test_bench_memory_is_still_a_subcommand() -> None:
+def test_bench_memory_samples_the_worker_from_ready_to_the_end(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
     done = subprocess.run(
-        [*CLI, "bench", "memory", "--help"], capture_output=True, text=True, check=False
+        [
+            *CLI,
+            "bench",
+            "memory",
+            "--events",
+            "3000",
+            "--first",
+            "1000",
+            "--shoppers",
+            "300",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
-    assert done.returncode == 0 and "--first" in done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = orjson.loads(out.read_bytes())
+    assert doc["rss_ready_mib"] > 0
+    first, last = (s["events"] for s in doc["samples"])  # the counter once past each mark
+    assert 1000 <= first < 3000 and last == 3000
+    for sample in doc["samples"]:
+        assert 0 < sample["journeys"] <= 300
+        grown_mib = sample["rss_mib"] - doc["rss_ready_mib"]
+        per = sample["rss_growth_per_journey_bytes"]
+        # the same growth, per journey (both RSS figures are rounded to 0.1 MiB)
+        assert abs(per * sample["journeys"] / 2**20 - grown_mib) <= 0.1
+    assert "bytes of growth per journey" in done.stdout
 
 
 def test_histogram_quantile_interpolates_inside_the_bucket() -> None:
