@@ -604,10 +604,11 @@ def bench_memory(events: int, shoppers: int, first: int, out: Path, workdir: Pat
     ratio = result.checkpoints[-1][1] / result.checkpoints[0][1]
     click.echo(f"worker RSS when ready, before any event: {result.rss_ready / 2**20:.1f} MiB")
     for row in rows:
+        per = row["rss_growth_per_journey_bytes"]
         click.echo(
             f"after {row['events']:>9,} events: worker RSS {row['rss_mib']:>7.1f} MiB, "
             f"{row['journeys']:,} journeys, "
-            f"{row['rss_growth_per_journey_bytes'] or 0:,} bytes of growth per journey"
+            f"{'-' if per is None else f'{per:,}'} bytes of growth per journey"
         )
     click.echo(f"ratio last/first: {ratio:.2f} ({result.seconds:.0f} s)")
     out.write_text(

@@ -43,7 +43,7 @@ from stream.app.stale_events import set_aside, split_current
 from stream.app.topics import changelog_topic
 from stream.config import Settings
 from stream.decide.rulebook import RuleBook, load_rulebook, rules_fingerprint
-from stream.domain.budget import Claim, LedgerFold, budget_day
+from stream.domain.budget import Claim, LedgerFold, budget_day, read_back
 from stream.domain.engine import CoreConfig, DeadLetter, PartitionCore, Record, StepOutput
 from stream.domain.events import TYPE_KIND, encode
 from stream.errors import RuleFileError
@@ -168,12 +168,11 @@ class Pipeline:
         return fold
 
     def on_claim(self, claim: Claim) -> None:
-        """A claim read back from the ledger: fold it; settle it if it is ours (even one
-        for a day that can no longer be spent, which the fold grants nothing: its
-        partition must not wait for it)."""
-        self.ledger.apply(claim)
+        """A claim read back from the ledger: fold it; settle it if it is ours (see
+        :func:`~stream.domain.budget.read_back`)."""
         core = self.cores.get(claim.partition)
-        if core is not None and core.budget.settled(claim) and core.parked:
+        budget = core.budget if core is not None else None
+        if read_back(self.ledger, budget, claim) and core is not None and core.parked:
             self._retry.add(claim.partition)
         self._export_budget()
 

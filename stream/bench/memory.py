@@ -1,4 +1,4 @@
-"""Worker memory under a steady stream: RSS after N and after 5N events.
+"""Worker memory under a steady stream: RSS when ready, after N and after 5N events.
 
 Runs a real worker process on the embedded broker (or a given cluster), feeds it
 steady traffic from many returning shoppers spread over weeks of event time (so
@@ -34,12 +34,12 @@ class MemoryResult:
     rss_ready: int
     events: int
 
+    shoppers: int
+    seconds: float
+
     def per_journey(self, rss: int, journeys: int) -> float | None:
         """What the worker grew by, per journey held, from its RSS when ready."""
         return (rss - self.rss_ready) / journeys if journeys > 0 else None
-
-    shoppers: int
-    seconds: float
 
 
 def metric(url: str, name: str) -> float:

@@ -84,7 +84,7 @@ class PipelineResult:
     rss_before: int
     rss_after: int
     journeys: int
-    #: facts decided (any result) by the time the last event was processed
+    #: facts decided (any result but parked) by the time the last event was processed
     decisions: int = 0
     latency: dict[str, Any] = field(default_factory=dict)
     #: share of one core (%) per process while the worker took in the events
@@ -95,6 +95,18 @@ class PipelineResult:
         if self.journeys <= 0:
             return None
         return (self.rss_after - self.rss_before) / self.journeys
+
+
+def decided(samples: Samples) -> int:
+    """Facts decided so far: every decision result but "parked" (a parked fact is
+    decided when its claim comes back, and counted then)."""
+    return int(
+        sum(
+            value
+            for labels, value in samples.get("goldenflow_decisions_total", [])
+            if labels.get("result") != "parked"
+        )
+    )
 
 
 def processed(samples: Samples) -> float:
@@ -202,7 +214,7 @@ def run_pipeline(
         shares = cpu.shares()
         rss_after = rss_bytes(worker.pid)
         journeys = int(total(samples or {}, "goldenflow_journeys"))
-        decisions = int(total(samples or {}, "goldenflow_decisions_total"))
+        decisions = decided(samples or {})
         result = PipelineResult(
             start_to_first_event_s=start_to_first,
             throughput=Throughput(int(last[1] - first[1]), first[0], last[0]),

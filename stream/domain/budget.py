@@ -107,11 +107,11 @@ class LedgerFold:
     (partly, if the pool runs short); a claim seen twice (a producer retry) counts
     once.
 
-    Only the latest day in the log and the day before can still be spent: a claim
-    for an older day is granted nothing, the pool of such a day is empty, and the
-    fold forgets it (its grants, the claim ids it has seen and the claims it
-    keeps), so the fold stays as small as two days of claims however long the
-    worker runs.
+    Only the latest day in the log and the day before can still be granted from the
+    pool: a claim for an older day is granted nothing, the pool of such a day is
+    empty (a partition may still spend its slice of it), and the fold forgets it
+    (its grants, the claim ids it has seen and the claims it keeps), so the fold
+    stays as small as two days of claims however long the worker runs.
     """
 
     def __init__(self, buckets: Mapping[str, Bucket], partitions: int, base_share: float) -> None:
@@ -128,8 +128,8 @@ class LedgerFold:
         self._seen: dict[int, set[str]] = {}  # claim ids folded, by day
 
     def spendable(self, day: int) -> bool:
-        """The day can still be spent: the latest day in the log, or the day before (or
-        any day, before the first claim)."""
+        """The pool can still grant that day: the latest day in the log, or the day
+        before (or any day, before the first claim)."""
         return self.latest_day is None or day >= self.latest_day - 1
 
     def total(self, bucket: str, unit: str) -> float:
@@ -181,6 +181,18 @@ class LedgerFold:
             del self._seen[old]
         if any(c.day < day for c in self.claims):
             self.claims = [c for c in self.claims if c.day >= day]
+
+
+def read_back(ledger: LedgerFold, budget: PartitionBudget | None, claim: Claim) -> bool:
+    """A claim read back from the ledger: fold it, and settle it if ``budget`` (the
+    budget of its partition, when this process holds that partition) sent it.
+
+    True if that budget was waiting for it. A claim for a day gone by is settled
+    too, though granted nothing: otherwise its partition would wait for it for ever,
+    parking every later fact of that bucket and day.
+    """
+    ledger.apply(claim)
+    return budget is not None and budget.settled(claim)
 
 
 @dataclass(slots=True)

@@ -115,11 +115,10 @@ def shoppers_of(partition: int, partitions: int, count: int, prefix: str) -> lis
 def test_a_partition_days_behind_the_ledger_decides_every_fact(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    """A partition catching up on days-old traffic claims budget for a day the ledger
-    no longer serves (other partitions' claims are two days on). The fold grants such
-    a claim nothing, and the partition must still hear back: its facts waiting for
-    the claim are then decided (suppressed for budget beyond its slice), not parked
-    for ever."""
+    """A partition catching up on days-old traffic, while the ledger holds other
+    partitions' claims of today: the pool has nothing for a day gone by, so beyond its
+    slice every fact is suppressed for budget. None is parked for ever (with a fold
+    that still granted old days, their claims were read back and never settled)."""
     rules = rules_with_budgets(tmp_path / "rules", DAILY, any_hour=True)
     settings = isolated_settings(broker, rules_dir=rules, data_dir=tmp_path / "w0")
     n = settings.partitions

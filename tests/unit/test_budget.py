@@ -19,6 +19,7 @@ from stream.domain.budget import (
     PartitionBudget,
     budget_day,
     budget_ordinal,
+    read_back,
 )
 from stream.domain.engine import CoreConfig, PartitionCore
 from stream.domain.guardrails import Holdout
@@ -146,6 +147,9 @@ def test_the_fold_stays_small_however_many_days_it_reads() -> None:
     assert len(ledger.claims) == 40 and {c.day for c in ledger.claims} == {last - 1, last}
     assert {k[2] for k in ledger.granted} == {last - 1, last}
     assert {k[2] for k in ledger.grants} == {last - 1, last}
+    assert ledger.apply(claim(f"{last}/0", 0, 1.0, day=last)) == 0.0  # still known
+    assert ledger.apply(claim(f"{DAY1}/0", 0, 1.0, day=DAY1)) == 0.0  # a day gone by
+    assert len(ledger._seen) == 2  # the ids seen are kept for the two days only
 
 
 def test_claim_records_round_trip() -> None:
@@ -430,15 +434,16 @@ def test_a_retry_while_its_claim_is_still_out_leaves_a_parked_fact_alone() -> No
 
 
 def test_a_fact_waiting_for_a_claim_on_a_day_gone_by_is_decided() -> None:
-    """The claim of a partition days behind comes back granted nothing: its facts are
-    decided with what the partition holds, not parked for ever."""
+    """A claim in flight when other partitions' claims two days on reach the ledger
+    first is read back granted nothing: it is still settled, and the facts waiting
+    for it are decided with what the partition holds, not parked for ever."""
     rules = CountingDecider()
     c, ledger = parked_a2(rules)
     (late,) = c.take_claims()
-    # other partitions' claims, two days on, reached the ledger first
-    ledger.apply(Claim("w2/1/x", "fresh_food", "USD", late.day + 2, 1, 2.0))
-    assert ledger.apply(late) == 0.0
-    assert c.budget.settled(late)
+    other = Claim("w2/1/x", "fresh_food", "USD", late.day + 2, 1, 2.0)
+    assert read_back(ledger, None, other) is False  # not this process's partition
+    assert read_back(ledger, c.budget, late) is True  # settled, though granted nothing
+    assert ledger.granted_to(0, "fresh_food", "USD", late.day) == 0.0
     again = c.retry_parked(now_ms=None)
     assert [(o["user_id"], o["result"], o["reason"]) for o in again.outcomes] == [
         ("a2", "suppressed", "budget")
