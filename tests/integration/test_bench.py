@@ -86,8 +86,9 @@ def test_bench_memory_samples_the_worker_from_ready_to_the_end(tmp_path: Path) -
     assert done.returncode == 0, done.stdout + done.stderr
     doc = orjson.loads(out.read_bytes())
     assert doc["rss_ready_mib"] > 0
-    first, last = (s["events"] for s in doc["samples"])  # the counter once past each mark
-    assert 1000 <= first < 3000 and last == 3000
+    # the counter once past each mark (one batch may pass both)
+    first, last = (s["events"] for s in doc["samples"])
+    assert 1000 <= first <= last == 3000
     for sample in doc["samples"]:
         assert 0 < sample["journeys"] <= 300
         grown_mib = sample["rss_mib"] - doc["rss_ready_mib"]
