@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka.partitioner import murmur2
+from stream.app.topics import key_partition
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -52,7 +52,7 @@ class Batches:
             partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
         if key is None:
             return partitions[self.records % len(partitions)]
-        return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        return partitions[key_partition(key, len(partitions))]
 
     async def add(
         self,

@@ -6,11 +6,19 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from stream.app.ledger import ledger_topic
 from stream.config import Settings
 
 log = logging.getLogger(__name__)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition the default partitioner gives ``key`` among ``partitions`` (murmur2,
+    as aiokafka and the Java client do): where a shopper's events, and so its journey,
+    live."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def all_topics(settings: Settings) -> list[str]:

@@ -25,7 +25,6 @@ from typing import Any
 import faust
 from aiohttp import web
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
@@ -40,7 +39,7 @@ from stream.app.publisher import Batches, producer_of
 from stream.app.recovery_wait import wait_out_outages
 from stream.app.rereads import Rereads, held_messages
 from stream.app.stale_events import set_aside, split_current
-from stream.app.topics import changelog_topic
+from stream.app.topics import changelog_topic, key_partition
 from stream.config import Settings
 from stream.decide.rulebook import RuleBook, load_rulebook, rules_fingerprint
 from stream.domain.budget import Claim, LedgerFold, budget_day, read_back
@@ -233,7 +232,7 @@ class Pipeline:
         n = self.settings.partitions
         for key, value in self.table.items():
             if value is not None and not key.startswith(WATERMARK_KEY):
-                partition = (murmur2(key) & 0x7FFFFFFF) % n
+                partition = key_partition(key, n)
                 if partition in snapshots:
                     snapshots[partition].append((key.decode(), value))
         now = wall_ms()

@@ -20,7 +20,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from stream.app.topics import ensure_topics
-from stream.bench.common import rss_bytes
+from stream.bench.common import rss_bytes, wait_for
 from stream.bench.traffic import steady_events
 from stream.broker import EmbeddedBroker, free_port
 from stream.config import Settings
@@ -109,18 +109,18 @@ def run_memory(events: int, shoppers: int, checkpoints: list[int], workdir: Path
 def _wait_ready(worker: subprocess.Popen[bytes], settings: Settings, workdir: Path) -> int:
     """Wait until the worker has its partitions (its /ready answers 200); its RSS then."""
     url = f"http://127.0.0.1:{settings.web_port}/ready"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if worker.poll() is not None:
             raise RuntimeError(f"worker exited; see {workdir / 'worker.log'}")
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
-                if resp.status == 200:
-                    return rss_bytes(worker.pid)
+                return bool(resp.status == 200)
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"worker not ready in 120 s; see {workdir / 'worker.log'}")
+            return False
+
+    wait_for(ready, 120, "the worker ready", every=0.2)
+    return rss_bytes(worker.pid)
 
 
 async def _produce(settings: Settings, messages: object) -> None:

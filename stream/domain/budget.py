@@ -122,12 +122,12 @@ class LedgerFold:
         self.grants: dict[tuple[str, str, int, int], float] = defaultdict(float)
         #: the latest budget day of any claim folded so far
         self.latest_day: int | None = None
-        #: the claims of the days that can still be spent, in log order (folding them
+        #: the claims of the days the pool can still grant, in log order (folding them
         #: again, e.g. with changed budgets, gives the same grants)
         self.claims: list[Claim] = []
-        self._seen: dict[int, set[str]] = {}  # claim ids folded, by day
+        self._seen: set[str] = set()  # ids of the claims kept
 
-    def spendable(self, day: int) -> bool:
+    def grantable(self, day: int) -> bool:
         """The pool can still grant that day: the latest day in the log, or the day
         before (or any day, before the first claim)."""
         return self.latest_day is None or day >= self.latest_day - 1
@@ -142,7 +142,7 @@ class LedgerFold:
 
     def pool(self, bucket: str, unit: str, day: int) -> float:
         """What the pool can still grant that day (nothing, once the day is over)."""
-        if not self.spendable(day):
+        if not self.grantable(day):
             return 0.0
         total = self.total(bucket, unit)
         slices = self.slice(bucket, unit) * self.partitions
@@ -150,12 +150,9 @@ class LedgerFold:
 
     def apply(self, claim: Claim) -> float:
         """Fold one claim; return what it was granted."""
-        if claim.amount <= 0 or not self.spendable(claim.day):
+        if claim.amount <= 0 or not self.grantable(claim.day) or claim.claim_id in self._seen:
             return 0.0
-        seen = self._seen.setdefault(claim.day, set())
-        if claim.claim_id in seen:
-            return 0.0
-        seen.add(claim.claim_id)
+        self._seen.add(claim.claim_id)
         self.claims.append(claim)
         if self.latest_day is None or claim.day > self.latest_day:
             self.latest_day = claim.day
@@ -177,10 +174,8 @@ class LedgerFold:
             del self.granted[key]
         for gkey in [k for k in self.grants if k[2] < day]:
             del self.grants[gkey]
-        for old in [d for d in self._seen if d < day]:
-            del self._seen[old]
-        if any(c.day < day for c in self.claims):
-            self.claims = [c for c in self.claims if c.day >= day]
+        self.claims = [c for c in self.claims if c.day >= day]
+        self._seen = {c.claim_id for c in self.claims}
 
 
 def read_back(ledger: LedgerFold, budget: PartitionBudget | None, claim: Claim) -> bool:
@@ -221,15 +216,19 @@ class PartitionBudget:
     def remaining(self, bucket: str, unit: str, day: int) -> float:
         return self.allowance(bucket, unit, day) - self.spent[(bucket, unit, day)]
 
+    def covers(self, bucket: str, unit: str, day: int, cost: float) -> bool:
+        """What this partition holds pays for ``cost`` (within rounding)."""
+        return self.remaining(bucket, unit, day) + 1e-9 >= cost
+
     def can_spend(self, bucket: str, unit: str, day: int, cost: float) -> bool:
         """True if ``cost`` fits what this partition holds; asks the pool when short."""
         if cost <= 0:
             return True
-        if self.remaining(bucket, unit, day) + 1e-9 >= cost:
+        if self.covers(bucket, unit, day, cost):
             self._top_up(bucket, unit, day, cost)
             return True
         self._claim(bucket, unit, day, cost)
-        return self.remaining(bucket, unit, day) + 1e-9 >= cost
+        return self.covers(bucket, unit, day, cost)
 
     def charge(self, bucket: str, unit: str, day: int, cost: float) -> None:
         if cost > 0:

@@ -530,9 +530,7 @@ class PartitionCore:
         """The budget would park it again: short, with a claim in flight."""
         bucket, unit, day, cost = wait
         budget = self.budget
-        return (
-            budget.awaiting(bucket, unit, day) and budget.remaining(bucket, unit, day) + 1e-9 < cost
-        )
+        return budget.awaiting(bucket, unit, day) and not budget.covers(bucket, unit, day, cost)
 
     def _note_wait(self, journey: Journey, fact: Fact, decision: Decision) -> None:
         """Keep ``self._waits`` whole for the shopper, or drop it (a restored fact

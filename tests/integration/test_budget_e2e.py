@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.partitioner import murmur2
 
+from stream.app.topics import key_partition
 from stream.broker import EmbeddedBroker, free_port
 from stream.domain.timeutil import HOUR
 from tests.helpers import EventMaker, rules_with_budgets, wait_until
@@ -106,7 +106,7 @@ def shoppers_of(partition: int, partitions: int, count: int, prefix: str) -> lis
     i = 0
     while len(users) < count:
         user = f"{prefix}-{i:04d}"
-        if (murmur2(user.encode()) & 0x7FFFFFFF) % partitions == partition:
+        if key_partition(user.encode(), partitions) == partition:
             users.append(user)
         i += 1
     return users

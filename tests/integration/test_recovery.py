@@ -18,9 +18,8 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.partitioner import murmur2
 
-from stream.app.topics import changelog_topic
+from stream.app.topics import changelog_topic, key_partition
 from stream.config import Settings
 from stream.decide.rulebook import load_rulebook
 from stream.demo.traffic import ShopperSim
@@ -38,7 +37,7 @@ Message = tuple[str, bytes | None, bytes, int | None]
 
 
 def partition_of(key: bytes) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+    return key_partition(key, PARTITIONS)
 
 
 def traffic(shoppers: int, t0: int, seed: int) -> tuple[list[Message], list[str], int]:
@@ -275,9 +274,7 @@ def test_sigkill_during_a_lull_recovers_every_journey_exactly(
     latest, delivered = latest_changelog(settings)
 
     def got(user: str) -> list[Any]:
-        return normalized(
-            latest[user], delivered[(murmur2(user.encode()) & 0x7FFFFFFF) % PARTITIONS]
-        )
+        return normalized(latest[user], delivered[partition_of(user.encode())])
 
     mismatched = [u for u in users if got(u) != normalized(want[u])]
     example = ""

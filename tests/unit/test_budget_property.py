@@ -20,10 +20,10 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.partitioner import murmur2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stream.app.topics import key_partition
 from stream.decide.rulebook import RuleBook, load_rulebook
 from stream.domain.budget import Claim, LedgerFold, budget_day
 from stream.domain.engine import CoreConfig, PartitionCore, Record
@@ -36,7 +36,7 @@ DAILY = 30.0  # per bucket and unit: fresh_food coupons of 2 USD -> 15 commands 
 
 
 def partition_of(user: str) -> int:
-    return (murmur2(user.encode()) & 0x7FFFFFFF) % PARTITIONS
+    return key_partition(user.encode(), PARTITIONS)
 
 
 def traffic(rng: random.Random) -> dict[int, list[Record]]:
