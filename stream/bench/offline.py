@@ -41,18 +41,22 @@ def replay_figures(path: Path, book: RuleBook) -> tuple[dict[str, Any], list[Fac
     return figures, list(result.facts_by_id.values())
 
 
-def multiplied(book: RuleBook, times: int) -> RuleBook:
-    """The same rule book with every rule present ``times`` times (under new ids)."""
-    if times == 1:
-        return book
+def multiplied(book: RuleBook, times: int, *, remember: bool = True) -> RuleBook:
+    """The same rule book with every rule present ``times`` times (under new ids).
+
+    ``remember=False``: its matchers ask the engine about every fact (no answers kept).
+    """
     d = book.decider
+    if times == 1 and remember:
+        return book
     rules = [
         dataclasses.replace(rule, id=f"{rule.id}.x{k}") if k else rule
         for rule in d.rules.values()
         for k in range(times)
     ]
     return dataclasses.replace(
-        book, decider=RulesDecider(rules, d.intent, f"{book.version}x{times}")
+        book,
+        decider=RulesDecider(rules, d.intent, f"{book.version}x{times}", remember=remember),
     )
 
 

@@ -115,7 +115,14 @@ def local_hour(at_ms: int, timezone: str | None) -> int:
 class RulesDecider:
     """Matches a fact against its pattern's rules and explains the choice."""
 
-    def __init__(self, rules: Sequence[LoadedRule], intent: IntentModel, version: str) -> None:
+    def __init__(
+        self,
+        rules: Sequence[LoadedRule],
+        intent: IntentModel,
+        version: str,
+        *,
+        remember: bool = True,
+    ) -> None:
         self.version = version
         self.intent = intent
         self.rules = {rule.id: rule for rule in rules}
@@ -124,7 +131,7 @@ class RulesDecider:
         self.matchers: dict[str, RuleMatcher] = {}
         for pattern in PATTERNS:
             applicable = {r.id: r.condition for r in rules if r.pattern in (None, pattern)}
-            self.matchers[pattern] = RuleMatcher(applicable)
+            self.matchers[pattern] = RuleMatcher(applicable, remember=remember)
 
     def enrich(self, fact: Fact) -> dict[str, Any]:
         """The fact's fields plus what the decider derives: intent, hour, dwell minutes."""

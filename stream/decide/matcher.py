@@ -12,6 +12,15 @@ the state, complete the action, delete the state), without the host's per-action
 closures and repeated JSON round trips: the engine decides, the Python layer only
 reads which rules' actions it started.
 
+Facts repeat: the engine's answer depends only on the document posted, and a number
+in it only on where it falls among the numbers the conditions compare that field
+with. So each matcher keeps the engine's answers by that *class* of document (text
+and booleans as they are, each number as its interval between the conditions'
+numbers): a fact of a class seen before gets the answer the engine gave, without the
+round trip. A number the engine might read differently from Python (not finite, or a
+whole number past 2**53) and a list or mapping are never cached: the engine decides.
+On the benchmark's traffic 56 classes answer 135,242 facts.
+
 The compiled form keeps to the operators that behave the same everywhere in the
 engine (equality, ``$lt``/``$lte``/``$gt``/``$gte``, ``$and``/``$or``): negation is
 pushed down to the atoms, ``!=`` becomes "less or greater", and presence is posted
@@ -22,8 +31,10 @@ together.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
+import math
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -75,6 +86,10 @@ class _Compiler:
     def __init__(self) -> None:
         self.kinds: dict[str, set[str]] = {}  # field -> kinds compared with
         self.present: set[str] = set()  # fields tested with exists
+        self.numbers: dict[str, set[int | float]] = {}  # field -> numbers compared with
+
+    def _number(self, field: str, value: int | float) -> None:
+        self.numbers.setdefault(field, set()).add(value)
 
     def compile(self, node: Node, negate: bool = False) -> dict[str, Any]:
         if isinstance(node, Const):
@@ -102,6 +117,7 @@ class _Compiler:
         kind = kind_of(value)
         if kind == "number":
             _check_number(value)  # type: ignore[arg-type]
+            self._number(field, value)  # type: ignore[arg-type]
         name = _value_name(field, kind)
         if op == "==":
             return {name: value}
@@ -153,6 +169,8 @@ class _Compiler:
         _check_number(node.low)
         _check_number(node.high)
         self._kind(node.field, "number")
+        self._number(node.field, node.low)
+        self._number(node.field, node.high)
         name = _value_name(node.field, "number")
         if not negate:
             inside = {"$and": [{"$gte": {name: node.low}}, {"$lte": {name: node.high}}]}
@@ -216,10 +234,22 @@ def _culprits(conditions: Mapping[str, Node]) -> list[str]:
     return bad
 
 
-class RuleMatcher:
-    """Match facts against a set of named conditions with durable-rules."""
+#: Whole numbers up to this magnitude read the same as doubles in the engine.
+_EXACT_INT = 2**53
+#: Answers a matcher keeps; when full it starts afresh (classes are few in practice).
+ANSWERS_KEPT = 4096
+_TRUE = ("bool", True)
+_FALSE = ("bool", False)
 
-    def __init__(self, conditions: Mapping[str, Node]) -> None:
+
+class RuleMatcher:
+    """Match facts against a set of named conditions with durable-rules.
+
+    ``remember``: keep the engine's answers by class of fact (see the module's doc);
+    off, every fact goes to the engine (the benchmark's engine figure).
+    """
+
+    def __init__(self, conditions: Mapping[str, Node], *, remember: bool = True) -> None:
         compiler = _Compiler()
         self._ids = list(conditions)
         definition: dict[str, Any] = {}
@@ -235,6 +265,15 @@ class RuleMatcher:
         self._index = {f"r{i}": i for i in range(len(self._ids))}
         self._kinds = {field: tuple(sorted(kinds)) for field, kinds in compiler.kinds.items()}
         self._present = tuple(sorted(compiler.present | set(compiler.kinds)))
+        #: per field read: (field, kinds compared with, the numbers compared with, sorted)
+        self._classes = tuple(
+            (field, self._kinds.get(field, ()), tuple(sorted(compiler.numbers.get(field, ()))))
+            for field in self._present
+        )
+        self._remember = remember
+        #: class of fact -> indexes of the rules the engine matched
+        self._answers: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self.answered = 0  # facts answered from what the engine said before
         self.name = f"goldenflow_{next(_names)}"
         with _lock:
             try:
@@ -258,8 +297,58 @@ class RuleMatcher:
                     doc[_value_name(field, wanted)] = _plain(value)
         return doc
 
+    def fact_class(self, fact: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """What the engine's answer for ``fact`` depends on (None: not to be cached).
+
+        One part per field read: None when missing, the kind when no condition
+        compares the field with a value of that kind (only presence counts then),
+        else the text, the boolean, or the number's interval among the numbers the
+        conditions compare it with (2i between the i-th and the next, 2i+1 on the
+        i-th). Text is the only ``str`` part, so parts of different kinds differ.
+        """
+        parts: list[Any] = []
+        for field, kinds, numbers in self._classes:
+            value = fact.get(field)
+            if value is None:
+                parts.append(None)
+                continue
+            kind = kind_of(value)
+            if kind not in kinds:
+                parts.append(("kind", kind))
+            elif kind == "number":
+                posted = _plain(value)
+                if isinstance(posted, float):
+                    if not math.isfinite(posted):
+                        return None
+                elif not -_EXACT_INT < posted < _EXACT_INT:
+                    return None
+                i = bisect.bisect_left(numbers, posted)
+                parts.append(2 * i + 1 if i < len(numbers) and numbers[i] == posted else 2 * i)
+            elif kind == "text":
+                parts.append(value)
+            elif kind == "bool":
+                parts.append(_TRUE if value else _FALSE)
+            else:  # a list or a mapping compared with: the engine reads it
+                return None
+        return tuple(parts)
+
     def match(self, fact: Mapping[str, Any]) -> list[str]:
         """Ids of the rules whose condition holds for ``fact``, in definition order."""
+        key = self.fact_class(fact) if self._remember else None
+        if key is not None:
+            known = self._answers.get(key)
+            if known is not None:
+                self.answered += 1
+                return [self._ids[i] for i in known]
+        hits = self._ask_engine(fact)
+        if key is not None:
+            if len(self._answers) >= ANSWERS_KEPT:
+                self._answers.clear()
+            self._answers[key] = tuple(hits)
+        return [self._ids[i] for i in hits]
+
+    def _ask_engine(self, fact: Mapping[str, Any]) -> list[int]:
+        """Indexes of the rules durable-rules matches for ``fact``, in definition order."""
         doc = self.prepare(fact)
         doc["sid"] = "0"
         # Posted values are text, whole numbers, booleans and floats without exponent
@@ -288,4 +377,4 @@ class RuleMatcher:
                     engine.update_state(handle, state)
                     message = engine.complete_and_start_action(handle, state_handle)
             engine.delete_state(handle, "0")
-        return [self._ids[i] for i in sorted(hits)]
+        return sorted(hits)

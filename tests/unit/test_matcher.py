@@ -23,7 +23,7 @@ from stream.decide.expressions import (
     evaluate,
     parse,
 )
-from stream.decide.matcher import RuleEngineError, RuleMatcher
+from stream.decide.matcher import ANSWERS_KEPT, RuleEngineError, RuleMatcher
 
 FIELDS = {
     "amount": st.integers(-5, 5) | st.floats(-5, 5, allow_nan=False),
@@ -80,12 +80,13 @@ facts = st.fixed_dictionaries({}, optional={f: ANY_VALUE | s for f, s in FIELDS.
     [{"amount": 1e-300}, {"amount": -1e-300}],
 )
 @given(st.lists(conditions, min_size=1, max_size=6), st.lists(facts, min_size=1, max_size=8))
+@pytest.mark.parametrize("remember", [False, True], ids=["engine", "answers kept"])
 def test_durable_rules_matches_exactly_what_the_reference_semantics_say(
-    conds: list[Node], examples: list[dict[str, Any]]
+    remember: bool, conds: list[Node], examples: list[dict[str, Any]]
 ) -> None:
     named = {f"rule-{i}": c for i, c in enumerate(conds)}
     try:
-        matcher = RuleMatcher(named)
+        matcher = RuleMatcher(named, remember=remember)
     except RuleEngineError:
         assume(False)  # refused as too complex: the rule checker reports it (tested below)
         return
@@ -119,6 +120,104 @@ def test_typical_rules() -> None:
     assert matcher.match(fact2) == ["declined", "always"]
 
 
+# -- answers kept by class of fact ------------------------------------------------------
+
+CUTS = (-2, 0, 0.5, 3, 100)
+#: numbers on, beside and between the conditions' numbers, and the ones never cached
+NEAR = (
+    st.sampled_from(
+        [c + d for c in CUTS for d in (-1e-9, 0, 1e-9, 0.25)]
+        + [1e-7, -1e-7, 1e-300, 2e20, -(2**60), 2**53, float("nan"), float("inf")]
+    )
+    | st.integers(-3, 101)
+    | st.floats(-3, 101)
+)
+DENSE = st.fixed_dictionaries(
+    {},
+    optional={
+        "amount": NEAR | ANY_VALUE | st.just([1, 2]),
+        "segment": st.sampled_from(["vip", "new", "", "VIP"]) | ANY_VALUE,
+        "member": st.booleans() | ANY_VALUE,
+    },
+)
+
+
+@st.composite
+def dense_atoms(draw: st.DrawFn) -> Node:
+    choice = draw(st.integers(0, 3))
+    if choice == 0:
+        low = draw(st.sampled_from(CUTS))
+        return Between("amount", low, low + draw(st.sampled_from([0, 0.5, 3])))
+    if choice == 1:
+        return In("segment", tuple(draw(st.lists(st.sampled_from(["vip", "new", 3]), max_size=3))))
+    if choice == 2:
+        return Compare("member", draw(st.sampled_from(["==", "!="])), draw(st.booleans()))
+    op = draw(st.sampled_from(["==", "!=", "<", "<=", ">", ">="]))
+    return Compare(draw(st.sampled_from(["amount", "segment"])), op, draw(st.sampled_from(CUTS)))
+
+
+dense_conditions = st.recursive(
+    dense_atoms(),
+    lambda inner: st.one_of(
+        inner.map(Not),
+        st.lists(inner, min_size=2, max_size=3).map(lambda ps: And(tuple(ps))),
+        st.lists(inner, min_size=2, max_size=3).map(lambda ps: Or(tuple(ps))),
+    ),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(dense_conditions, min_size=1, max_size=5),
+    st.lists(DENSE, min_size=20, max_size=60),
+)
+def test_answers_kept_by_class_are_the_engines_answers(
+    conds: list[Node], examples: list[dict[str, Any]]
+) -> None:
+    """Many facts through one matcher, numbers on and around the conditions' numbers:
+    whatever is answered from memory is what the engine answers for that very fact."""
+    named = {f"rule-{i}": c for i, c in enumerate(conds)}
+    try:
+        engine = RuleMatcher(named, remember=False)
+    except RuleEngineError:
+        assume(False)
+        return
+    kept = RuleMatcher(named)
+    for fact in examples + examples[::-1]:
+        assert kept.match(fact) == engine.match(fact), (fact, named)
+
+
+def test_a_fact_of_a_class_seen_before_is_answered_without_the_engine() -> None:
+    matcher = RuleMatcher(
+        {"big": parse("amount >= 100"), "vip": parse("segment == 'vip'"), "any": parse("true")}
+    )
+    assert matcher.match({"amount": 150.0, "segment": "vip"}) == ["big", "vip", "any"]
+    assert matcher.answered == 0
+    # the same interval (above 100) and the same text: answered from memory
+    assert matcher.match({"amount": 7_000, "segment": "vip"}) == ["big", "vip", "any"]
+    assert matcher.answered == 1
+    # on the number itself, below it, another text, missing: each asks the engine
+    assert matcher.match({"amount": 100, "segment": "vip"}) == ["big", "vip", "any"]
+    assert matcher.match({"amount": 99.99, "segment": "vip"}) == ["vip", "any"]
+    assert matcher.match({"amount": 99.99, "segment": "vipp"}) == ["any"]
+    assert matcher.match({"segment": "vip"}) == ["vip", "any"]
+    assert matcher.answered == 1
+    # never kept: the engine decides each time
+    for value in (float("nan"), float("inf"), 2**60):
+        matcher.match({"amount": value, "segment": "vip"})
+        matcher.match({"amount": value, "segment": "vip"})
+    assert matcher.answered == 1
+
+
+def test_the_answers_kept_stay_bounded() -> None:
+    matcher = RuleMatcher({"sku": parse("sku == 'k1'")})
+    for n in range(ANSWERS_KEPT * 2 + 10):
+        assert matcher.match({"sku": f"k{n}"}) == (["sku"] if n == 1 else [])
+    assert len(matcher._answers) <= ANSWERS_KEPT
+    assert matcher.match({"sku": "k1"}) == ["sku"]
+
+
 def test_a_fact_no_rule_matches_is_fine() -> None:
     matcher = RuleMatcher({"only": parse("segment == 'new'")})
     for _ in range(3):
@@ -150,7 +249,8 @@ def test_a_million_evaluations_leave_memory_flat() -> None:
             "fresh": parse("category == 'fresh_food' and cart_value >= 15"),
             "vip": parse("segment in ['vip', 'regular'] and not exists failure_reason"),
             "mid": parse("intent between 0.2 and 0.8"),
-        }
+        },
+        remember=False,  # every fact to the engine: its sessions are what is measured
     )
     facts = [
         {"category": c, "cart_value": v, "segment": s, "intent": i / 10}
