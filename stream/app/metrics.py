@@ -8,6 +8,8 @@ counters, not per event. Pass a fresh ``CollectorRegistry`` in tests.
 
 from __future__ import annotations
 
+import collections
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream.domain.engine import StepOutput
@@ -198,12 +200,16 @@ class Metrics:
             self.invalid_events.labels(dl.code).inc()
         if out.dead_letters:
             self.dead_letters.inc(len(out.dead_letters))
-        for fact in out.facts:
-            self.patterns.labels(fact.pattern).inc()
-        for pattern, rule, result in out.decisions:
-            self.decisions.labels(pattern, rule or "none", result).inc()
+        # counted per label set first: one child lookup per set and batch, not per fact
+        for pattern, n in collections.Counter(fact.pattern for fact in out.facts).items():
+            self.patterns.labels(pattern).inc(n)
+        suppressed: collections.Counter[str] = collections.Counter()
+        for (pattern, rule, result), n in collections.Counter(out.decisions).items():
+            self.decisions.labels(pattern, rule or "none", result).inc(n)
             if result not in NOT_SUPPRESSED:
-                self.suppressions.labels(result).inc()
+                suppressed[result] += n
+        for result, n in suppressed.items():
+            self.suppressions.labels(result).inc(n)
         for rec in out.outcomes:
             if rec["kind"] == "decision":
                 if rec["arm"] == "treatment" and rec["cost"] and rec["bucket"]:
@@ -211,6 +217,9 @@ class Metrics:
             elif rec["result"] == "converted":
                 self.recovered_orders.labels(rec["pattern"], rec["arm"]).inc()
                 self.recovered_gmv.labels(rec["pattern"], rec["arm"]).inc(rec["gmv"])
-        for cmd in out.commands:
-            iv = cmd["intervention"]
-            self.commands.labels(cmd["pattern"], iv["type"], iv["channel"]).inc()
+        sent = collections.Counter(
+            (cmd["pattern"], cmd["intervention"]["type"], cmd["intervention"]["channel"])
+            for cmd in out.commands
+        )
+        for (pattern, type_, channel), n in sent.items():
+            self.commands.labels(pattern, type_, channel).inc(n)
