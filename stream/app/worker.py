@@ -224,28 +224,17 @@ class Pipeline:
         return core
 
     def assign(self, partitions: set[int]) -> None:
-        """Build the cores of newly assigned partitions from the recovered table.
-
-        A core then holds its partition's journeys, and the table's local copies of
-        them are let go (see :func:`release_local_copies`): the changelog has them,
-        and faust reads a partition's changelog again whenever it is assigned.
-        """
+        """Build the cores of newly assigned partitions from the recovered table."""
         new = partitions - set(self.cores)
         if not new:
             return
         snapshots: dict[int, list[tuple[str, bytes]]] = {p: [] for p in new}
         n = self.settings.partitions
-        held: list[bytes] = []
         for key, value in self.table.items():
-            if key.startswith(WATERMARK_KEY):
-                continue
-            partition = key_partition(key, n)
-            if partition in snapshots:
-                if value is not None:
+            if value is not None and not key.startswith(WATERMARK_KEY):
+                partition = key_partition(key, n)
+                if partition in snapshots:
                     snapshots[partition].append((key.decode(), value))
-                held.append(key)
-            elif partition in self.cores:
-                held.append(key)
         now = wall_ms()
         for partition in sorted(new):
             core = PartitionCore(
@@ -270,7 +259,6 @@ class Pipeline:
                 core.pending_deadlines,
                 len(undelivered),
             )
-        release_local_copies(self.table.data, held)
 
     async def reload_rules(self) -> None:
         """Swap in changed rule files between batches; refuse broken ones, keep deciding.
@@ -511,36 +499,29 @@ class Pipeline:
         """Write each journey touched since the last checkpoint to the changelog, once.
 
         The snapshots go straight to the table's changelog partition (the journey's
-        input partition: both are keyed by user id) and are awaited; faust's recovery
-        reads them back as usual. The core holds its journeys, so the table's local
-        store keeps only the watermarks (see :meth:`assign`).
+        input partition: both are keyed by user id) and are awaited, and the table's
+        local store is kept current; faust's recovery reads them back as usual. A
+        journey that drifted (JourneyStore.drift) has no changelog record; the local
+        store takes the bytes it rests as, so the two share them.
         """
         store = self.table.data
         batches = Batches(producer_of(self.app))
         for partition, core in self.cores.items():
             for user, snap in core.take_dirty():
-                await batches.add(self.changelog, user.encode(), snap, partition=partition)
+                key = user.encode()
+                if snap is None:
+                    store.pop(key, None)
+                else:
+                    store[key] = snap
+                await batches.add(self.changelog, key, snap, partition=partition)
+            for user, snap in core.journeys.refreshed:  # drifted: local copy only, shared
+                store[user.encode()] = snap
             watermark = core.take_watermark()
             if watermark is not None:
                 key = watermark_key(partition)
                 store[key] = watermark
                 await batches.add(self.changelog, key, watermark, partition=partition)
         await batches.send()
-
-
-def release_local_copies(store: Any, keys: list[bytes]) -> None:
-    """Let go of the table's local copies of journeys a core holds.
-
-    faust's in-memory store keeps each recovered key twice: in the table and in the
-    key -> partition map it drops a revoked partition's keys with (pinned in
-    tests/unit/test_faust_pins.py). A core keeps the journeys of its partition, so
-    both copies are only memory; a partition assigned again is read back from its
-    changelog, as always with this store.
-    """
-    partitions = getattr(store, "_key_partition", {})
-    for key in keys:
-        store.pop(key, None)
-        partitions.pop(key, None)
 
 
 def build_app(settings: Settings, rulebook: RuleBook, registry: CollectorRegistry) -> faust.App:

@@ -5,8 +5,9 @@ core touches it (an event, a deadline, a delivery). Each checkpoint encodes the
 journeys that changed (the changelog records) and then *settles* the store: a
 journey nobody touched since the checkpoint before goes to rest as its last
 snapshot bytes, and the next touch decodes them again. A journey at rest costs
-its snapshot (a few hundred bytes) instead of a tree of Python objects: the very
-bytes object handed to the changelog.
+its snapshot (a few hundred bytes) instead of a tree of Python objects, and the
+bytes are the very object handed to the changelog, so a table that keeps a local
+copy of each snapshot shares it.
 
 Keeping a journey touched in the last checkpoint live until the next one spares
 the decode and encode a busy shopper would otherwise cost at every batch (the
@@ -38,8 +39,8 @@ def encode_snapshot(journey: Journey) -> bytes:
     """The journey's snapshot as JSON bytes, in a buffer of its own size.
 
     orjson returns its output in the buffer it wrote to, several KiB even for a
-    few hundred bytes of JSON; a snapshot is kept (at rest here), so it is copied
-    into a bytes object that holds just the JSON.
+    few hundred bytes of JSON; a snapshot is kept (at rest here, and in the table's
+    local copy), so it is copied into a bytes object that holds just the JSON.
     """
     return bytes(memoryview(orjson.dumps(journey.snapshot())))
 
@@ -47,7 +48,7 @@ def encode_snapshot(journey: Journey) -> bytes:
 class JourneyStore(MutableMapping[str, Journey]):
     """user id -> journey; reading a journey at rest brings it back to life."""
 
-    __slots__ = ("_live", "_rest", "_saved", "_used")
+    __slots__ = ("_live", "_rest", "_saved", "_used", "refreshed")
 
     def __init__(self) -> None:
         self._live: dict[str, Journey] = {}
@@ -56,6 +57,10 @@ class JourneyStore(MutableMapping[str, Journey]):
         self._saved: dict[str, bytes] = {}
         #: users whose journeys were read or set since the last settle
         self._used: set[str] = set()
+        #: journeys the last settle put to rest as bytes never saved (drifted ones): a
+        #: local copy of the table may take them instead of the changelog's (equal in
+        #: what they decide) and share the bytes again
+        self.refreshed: list[tuple[str, bytes]] = []
 
     def get(self, user: str, default: Journey | None = None) -> Journey | None:  # type: ignore[override]
         journey = self._live.get(user)
@@ -127,10 +132,14 @@ class JourneyStore(MutableMapping[str, Journey]):
         it was last saved as (encoded afresh only if it never was)."""
         used = self._used
         live = self._live
+        self.refreshed = refreshed = []
         if len(used) < len(live):
             saved = self._saved
             for user in [u for u in live if u not in used]:
                 journey = live.pop(user)
                 raw = saved.pop(user, None)
-                self._rest[user] = encode_snapshot(journey) if raw is None else raw
+                if raw is None:
+                    raw = encode_snapshot(journey)
+                    refreshed.append((user, raw))
+                self._rest[user] = raw
         self._used = set()

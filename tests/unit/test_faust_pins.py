@@ -81,23 +81,3 @@ def test_the_drain_loop_the_batch_drain_replaces_is_the_one_it_copies() -> None:
     assert "self._unacked_messages.add(message)" in track
     assert "self._on_message_in(message.tp, message.offset, message)" in track
     assert "if not message.acked:" in inspect.getsource(Consumer.ack)
-
-
-def test_an_in_memory_table_is_read_from_its_changelog_at_every_assignment() -> None:
-    """stream/app/worker.py release_local_copies: once a core holds a partition's
-    journeys, the table's local copies (and the key -> partition map faust fills while
-    recovering) are let go. That relies on the in-memory store persisting no offset,
-    so that a partition assigned again is read back from the start of its changelog."""
-    from faust.stores.memory import Store
-
-    assert "return None" in inspect.getsource(Store.persisted_offset)
-    assert "self._key_partition[key] = event.message.partition" in inspect.getsource(
-        Store._create_batch_iterator
-    )
-    add = inspect.getsource(Recovery._add)
-    assert "persisted_offset = table.persisted_offset(tp)" in add
-    assert "offsets.setdefault(tp, None)" in add
-    assert "self.active_offsets.pop(tp, None)" in inspect.getsource(Recovery.revoke)
-    build = inspect.getsource(Recovery._build_offsets)
-    assert "earliest = await consumer.earliest_offsets(*tps)" in build
-    assert "destination[tp] = new_value" in build

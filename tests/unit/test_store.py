@@ -73,17 +73,17 @@ def test_keeping_journeys_live_between_checkpoints_decides_exactly_like_resting_
     assert ends[0] == ends[1]
 
 
-def test_a_drifted_journey_rests_as_fresh_bytes() -> None:
+def test_a_drifted_journey_rests_as_fresh_bytes_and_says_so() -> None:
     store = JourneyStore()
     store["ann"] = journey("ann", 1)
-    saved = encode_snapshot(store["ann"])
-    store.saved("ann", saved)
+    store.saved("ann", encode_snapshot(store["ann"]))
     store["ann"].prior = 2  # moved on in a way its saved bytes give again
     store.drift("ann")
     store.settle()
-    assert store.live() == ["ann"]  # used since the settle before: still live
+    assert store.refreshed == []  # still live
     store.settle()
-    assert store.live() == []
-    raw = store._rest["ann"]
-    assert raw != saved
+    [(user, raw)] = store.refreshed
+    assert user == "ann" and store._rest["ann"] is raw
     assert orjson.loads(raw)[6] == 2  # the journey as it was, not as last saved
+    store.settle()
+    assert store.refreshed == []
