@@ -19,7 +19,6 @@ and booleans as they are, each number as its interval between the conditions'
 numbers): a fact of a class seen before gets the answer the engine gave, without the
 round trip. A number the engine might read differently from Python (not finite, or a
 whole number past 2**53) and a list or mapping are never cached: the engine decides.
-On the benchmark's traffic 56 classes answer 135,242 facts.
 
 The compiled form keeps to the operators that behave the same everywhere in the
 engine (equality, ``$lt``/``$lte``/``$gt``/``$gte``, ``$and``/``$or``): negation is
@@ -263,12 +262,14 @@ class RuleMatcher:
         definition["always"] = {"all": [{"m": {ALWAYS: 1}}]}
         #: engine action name -> index of the rule (the sentinel has none)
         self._index = {f"r{i}": i for i in range(len(self._ids))}
-        self._kinds = {field: tuple(sorted(kinds)) for field, kinds in compiler.kinds.items()}
-        self._present = tuple(sorted(compiler.present | set(compiler.kinds)))
-        #: per field read: (field, kinds compared with, the numbers compared with, sorted)
-        self._classes = tuple(
-            (field, self._kinds.get(field, ()), tuple(sorted(compiler.numbers.get(field, ()))))
-            for field in self._present
+        #: per field read: (field, kinds compared with, the numbers compared with), sorted
+        self._fields = tuple(
+            (
+                field,
+                tuple(sorted(compiler.kinds.get(field, ()))),
+                tuple(sorted(compiler.numbers.get(field, ()))),
+            )
+            for field in sorted(compiler.present | set(compiler.kinds))
         )
         self._remember = remember
         #: class of fact -> indexes of the rules the engine matched
@@ -286,11 +287,11 @@ class RuleMatcher:
     def prepare(self, fact: Mapping[str, Any]) -> dict[str, Any]:
         """The document posted to the engine: typed values and presence flags."""
         doc: dict[str, Any] = {ALWAYS: 1}
-        for field in self._present:
+        for field, kinds, _ in self._fields:
             value = fact.get(field)
             kind = kind_of(value) if value is not None else "none"
             doc[_has_name(field)] = 1 if kind not in ("none", "other") else 0
-            for wanted in self._kinds.get(field, ()):
+            for wanted in kinds:
                 same = kind == wanted
                 doc[_is_name(field, wanted)] = 1 if same else 0
                 if same:
@@ -307,7 +308,7 @@ class RuleMatcher:
         i-th). Text is the only ``str`` part, so parts of different kinds differ.
         """
         parts: list[Any] = []
-        for field, kinds, numbers in self._classes:
+        for field, kinds, numbers in self._fields:
             value = fact.get(field)
             if value is None:
                 parts.append(None)

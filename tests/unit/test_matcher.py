@@ -61,15 +61,20 @@ def atoms(draw: st.DrawFn) -> Node:
     return Compare(field, draw(st.sampled_from(ops)), value)
 
 
-conditions = st.recursive(
-    atoms(),
-    lambda inner: st.one_of(
-        inner.map(Not),
-        st.lists(inner, min_size=2, max_size=3).map(lambda ps: And(tuple(ps))),
-        st.lists(inner, min_size=2, max_size=3).map(lambda ps: Or(tuple(ps))),
-    ),
-    max_leaves=6,
-)
+def combined(leaves: st.SearchStrategy[Node], max_leaves: int) -> st.SearchStrategy[Node]:
+    """Conditions built from ``leaves`` with not, and, or."""
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            inner.map(Not),
+            st.lists(inner, min_size=2, max_size=3).map(lambda ps: And(tuple(ps))),
+            st.lists(inner, min_size=2, max_size=3).map(lambda ps: Or(tuple(ps))),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+conditions = combined(atoms(), max_leaves=6)
 facts = st.fixed_dictionaries({}, optional={f: ANY_VALUE | s for f, s in FIELDS.items()})
 
 
@@ -156,15 +161,7 @@ def dense_atoms(draw: st.DrawFn) -> Node:
     return Compare(draw(st.sampled_from(["amount", "segment"])), op, draw(st.sampled_from(CUTS)))
 
 
-dense_conditions = st.recursive(
-    dense_atoms(),
-    lambda inner: st.one_of(
-        inner.map(Not),
-        st.lists(inner, min_size=2, max_size=3).map(lambda ps: And(tuple(ps))),
-        st.lists(inner, min_size=2, max_size=3).map(lambda ps: Or(tuple(ps))),
-    ),
-    max_leaves=5,
-)
+dense_conditions = combined(dense_atoms(), max_leaves=5)
 
 
 @settings(max_examples=200, deadline=None)
