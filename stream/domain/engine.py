@@ -306,17 +306,26 @@ class PartitionCore:
             def on_fact(fact: Fact, journey: Journey = journey) -> None:
                 self._decide(journey, fact, out, now_ms)
 
-            facts = len(out.facts)
-            released = journey.on_notify(watermark, horizon, on_fact)
-            for _, command in released:
-                if self._still_wanted(journey, command):
+            def on_release(
+                command: dict[str, Any], wanted: bool, journey: Journey = journey
+            ) -> None:
+                if wanted:
                     self._send(journey, "i", command, out.commands)
                     out.released += 1
+                else:
+                    self._refund(journey, command)
+
+            facts, deferred = len(out.facts), len(journey.deferred)
+            journey.on_notify(watermark, horizon, on_fact, on_release)
             if journey.outcomes:
                 for record in journey.outcomes:
                     self._send(journey, "o", record, out.outcomes)
                 journey.outcomes.clear()
-            elif not released and len(out.facts) == facts and not journey.is_empty():
+            elif (
+                len(out.facts) == facts
+                and len(journey.deferred) == deferred  # nothing released
+                and not journey.is_empty()
+            ):
                 # Only what the stored snapshot and a later watermark give again: buffered
                 # changes applied, state past the horizon dropped. Not worth a changelog
                 # record (see JourneyStore.drift).
@@ -325,20 +334,15 @@ class PartitionCore:
                 continue
             self._after_change(journey)
 
-    def _still_wanted(self, journey: Journey, command: dict[str, Any]) -> bool:
-        """A command held by quiet hours goes out only while its aim is still open: if
-        the shopper converted (or cancelled) meanwhile, it is dropped and its budget
-        charge returned."""
-        decision_id = command["intervention_id"]
-        if any(w[W_ID] == decision_id for w in journey.watches):
-            return True
+    def _refund(self, journey: Journey, command: dict[str, Any]) -> None:
+        """A command held by quiet hours whose aim was met before its release time (the
+        shopper converted or cancelled) is dropped: its budget charge is returned."""
         cost = command.get("cost")
         if isinstance(cost, dict) and cost.get("bucket"):
             charge = [cost["bucket"], cost["unit"], cost["day"], cost["amount"]]
             if charge in journey.charges:
                 journey.charges.remove(charge)
                 self.budget.refund(cost["bucket"], cost["unit"], cost["day"], cost["amount"])
-        return False
 
     def _send(self, journey: Journey, code: str, record: dict[str, Any], to: list[Any]) -> None:
         """Hand a record to the adapter, keeping it in the journey's outbox until delivered:
@@ -428,8 +432,11 @@ class PartitionCore:
             }
         if verdict.release_ms is not None:
             command["deferred_until"] = verdict.release_ms
-            journey.deferred.append([verdict.release_ms, command])
-            journey.deferred.sort(key=lambda d: d[0])
+            bisect.insort(
+                journey.deferred,
+                [verdict.release_ms, command],
+                key=lambda d: (d[0], d[1]["intervention_id"]),
+            )
         else:
             self._send(journey, "i", command, out.commands)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stream.domain import attribution
-from stream.domain.attribution import W_UNTIL
+from stream.domain.attribution import W_ID, W_UNTIL
 from stream.domain.budget import EPOCH_ORDINAL, budget_ordinal
 from stream.domain.events import Event
 from stream.domain.facts import Fact
@@ -315,14 +315,21 @@ class Journey:
         return low + 1 if low != _NEVER else None
 
     def on_notify(
-        self, watermark_ms: int, horizon_ms: int, on_fact: Callable[[Fact], None]
-    ) -> list[list[Any]]:
-        """Advance to the watermark: apply changes and fire deadlines before it, in time order.
+        self,
+        watermark_ms: int,
+        horizon_ms: int,
+        on_fact: Callable[[Fact], None],
+        on_release: Callable[[dict[str, Any], bool], None],
+    ) -> None:
+        """Advance to the watermark: apply changes, fire deadlines and release deferred
+        commands before it, in time order.
 
         Each fact goes to ``on_fact`` the moment it fires, so the decision about it
-        (and the attribution watch it starts) precedes every later change. Returns
-        the deferred commands whose release time the watermark passed, as
-        [release_ms, command].
+        (and the attribution watch it starts) precedes every later change. A command
+        held by quiet hours goes to ``on_release`` at its release time, with whether
+        its aim is still open then (its decision still watched: not converted, not
+        cancelled, window not over); what happens after that time does not count,
+        however far the watermark jumps.
         """
         pending = self.pending
         applied = 0
@@ -334,6 +341,10 @@ class Journey:
             if due is not None and (change_at is None or due[0] <= change_at):
                 if due[1] == 4:
                     self._window_end(due[2])
+                elif due[1] == 5:
+                    _, command = self.deferred.pop(0)
+                    decision_id = command["intervention_id"]
+                    on_release(command, any(w[W_ID] == decision_id for w in self.watches))
                 else:
                     on_fact(self._fire(*due))
                 continue
@@ -343,12 +354,7 @@ class Journey:
             applied += 1
         if applied:
             del pending[:applied]
-        released: list[list[Any]] = []
-        if self.deferred and self.deferred[0][0] < watermark_ms:
-            released = [d for d in self.deferred if d[0] < watermark_ms]
-            self.deferred = [d for d in self.deferred if d[0] >= watermark_ms]
         self._expire(watermark_ms - horizon_ms, watermark_ms)
-        return released
 
     def _window_end(self, decision_id: str) -> None:
         for i, watch in enumerate(self.watches):
@@ -358,7 +364,8 @@ class Journey:
                 return
 
     def _next_due(self, watermark_ms: int) -> tuple[int, int, str] | None:
-        """(due, kind, key) of the earliest deadline before the watermark."""
+        """(due, kind, key) of the earliest deadline, window end (4) or release (5) before
+        the watermark."""
         best: tuple[int, int, str] | None = None
         for sku, line in self.cart.items():
             due = line[_DUE]
@@ -378,6 +385,10 @@ class Journey:
             until = watch[W_UNTIL]
             if until < watermark_ms and (best is None or (until, 4, watch[0]) < best):
                 best = (until, 4, watch[0])
+        if self.deferred:  # in release order
+            release, command = self.deferred[0]
+            if release < watermark_ms and (best is None or (release, 5, "") < best):
+                best = (release, 5, command["intervention_id"])
         return best
 
     def _expire(self, before_ms: int, watermark_ms: int) -> None:

@@ -314,9 +314,49 @@ def test_killed_and_rebalanced_fleet_decides_exactly_like_the_reference(
         ),
     )
     assert expected - got == set(), f"{len(expected - got)} interventions lost"
-    assert got - expected == set(), f"{len(got - expected)} interventions not in the reference"
+    assert got - expected == set(), (
+        f"{len(got - expected)} interventions not in the reference\n"
+        + explain_extra(got - expected, by_id, messages, workers)
+    )
     chaos.revive()
     assert all(w.running for w in chaos.alive())
+
+
+NOTABLE = (
+    "dead-lettered",
+    "set aside",
+    "reading again",
+    "going on from",
+    "Offset must",
+    "restored",
+)
+
+
+def explain_extra(
+    ids: set[str], by_id: dict[str, dict[str, Any]], messages: list[Message], workers: list[Worker]
+) -> str:
+    """For a failure message: each command the reference does not have, the shopper's
+    events as sent (topic, partition, type, time, id), and the workers' log lines
+    about dead letters, set-aside events and offsets read again."""
+    lines = []
+    for i in sorted(ids):
+        cmd = by_id[i]
+        lines.append(f"extra {i}: {orjson.dumps(cmd).decode()}")
+        user = cmd.get("user_id", "")
+        for kind, key, value, partition in messages:
+            if key == user.encode():
+                event = orjson.loads(value)
+                p = partition if partition is not None else partition_of(key or b"")
+                lines.append(
+                    f"  {kind}[{p}] {event.get('type')} ts={event.get('ts')} "
+                    f"id={event.get('event_id')}"
+                )
+    for w in workers:
+        if w.log.exists():
+            for line in w.log.read_text(errors="replace").splitlines():
+                if any(mark in line for mark in NOTABLE):
+                    lines.append(f"{w.log.name}: {line[:400]}")
+    return "\n".join(lines)
 
 
 def with_repeaters(messages: list[Message], t0: int, count: int) -> list[Message]:

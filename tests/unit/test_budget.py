@@ -355,7 +355,7 @@ def test_a_journey_never_asks_for_a_watermark_already_passed() -> None:
     journey.charges = [["fresh_food", "USD", budget_day(T0), 2.0]]
     watermark = T0 + horizon + HOUR
     while True:
-        journey.on_notify(watermark, horizon, lambda fact: None)
+        journey.on_notify(watermark, horizon, lambda fact: None, lambda command, wanted: None)
         due = journey.notify_at(horizon)
         if due is None:
             break

@@ -30,7 +30,7 @@ from stream.domain.guardrails import (
     in_holdout,
     stacked,
 )
-from stream.domain.timeutil import DAY, HOUR, MINUTE
+from stream.domain.timeutil import DAY, HOUR, MINUTE, SECOND
 from stream.errors import RuleFileError
 from tests.helpers import RULES, T0, EventMaker, core, rec
 
@@ -114,8 +114,9 @@ class Sim:
     """A partition core on real rules, fed events in event-time order (no lateness, no
     wall clock), remembering every command and outcome record."""
 
-    def __init__(self, guardrails: Guardrails, rules: Path = RULES) -> None:
-        self.core = core(CoreConfig(lateness_ms=0), rules, guardrails)
+    def __init__(self, guardrails: Guardrails, rules: Path = RULES, lateness_ms: int = 0) -> None:
+        self.lateness_ms = lateness_ms
+        self.core = core(CoreConfig(lateness_ms=lateness_ms), rules, guardrails)
         self.ev = EventMaker()
         self.commands: list[dict[str, Any]] = []
         self.outcomes: list[dict[str, Any]] = []
@@ -128,7 +129,7 @@ class Sim:
 
     def until(self, ts: int) -> StepOutput:
         """Move the watermark to ``ts``: whatever is due before it happens."""
-        return self.feed(self.ev("cart_view", "clock", ts))
+        return self.feed(self.ev("cart_view", "clock", ts + self.lateness_ms))
 
     def decisions(self, pattern: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -492,6 +493,46 @@ def test_a_deferred_command_whose_aim_was_met_meanwhile_is_dropped_and_refunded(
     assert sim.core.budget.spent[key] == before - 2.0
     converted = [o for o in sim.outcomes if o["kind"] == "attribution"]
     assert [(o["user_id"], o["result"]) for o in converted] == [("ann", "converted")]
+
+
+def test_a_deferred_release_does_not_depend_on_how_the_watermark_moves() -> None:
+    """The aim is judged at the release time: ann pays 15 s after the coupon's release,
+    so it goes out, whether the watermark stops between the two or jumps past both
+    (how it moves depends on the topics' interleaving, batches and idle sources)."""
+    item = {"sku": "milk", "category": "fresh_food", "price": 6.0, "qty": 2}
+    paid_at = MORNING + 15 * SECOND
+
+    def run(stop_between: bool) -> Sim:
+        sim = Sim(guards(), lateness_ms=MINUTE)  # the payment is not late after a stop
+        sim.feed(sim.milk("ann", NIGHT))
+        sim.until(NIGHT + 10 * MINUTE + 1)  # deferred to the morning
+        if stop_between:
+            sim.until(MORNING + 1)
+        sim.feed(
+            sim.ev(
+                "order_created",
+                "ann",
+                paid_at - 2 * SECOND,
+                order_id="o1",
+                items=[item],
+                amount=12.0,
+                pay_deadline=NIGHT + 20 * HOUR,
+            ),
+            sim.ev("order_paid", "ann", paid_at, order_id="o1"),
+        )
+        sim.until(MORNING + HOUR)
+        return sim
+
+    stepped, jumped = run(stop_between=True), run(stop_between=False)
+    assert [c["intervention_id"] for c in stepped.commands] == [
+        c["intervention_id"] for c in jumped.commands
+    ]
+    [command] = jumped.commands
+    assert command["deferred_until"] == MORNING
+    assert stepped.outcomes == jumped.outcomes
+    converted = [o for o in jumped.outcomes if o["kind"] == "attribution"]
+    assert [(o["result"], o["at_ms"]) for o in converted] == [("converted", paid_at)]
+    assert len(jumped.core.journeys["ann"].charges) == 1  # sent: its budget stays spent
 
 
 @pytest.mark.parametrize(
