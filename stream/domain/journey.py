@@ -385,10 +385,11 @@ class Journey:
             until = watch[W_UNTIL]
             if until < watermark_ms and (best is None or (until, 4, watch[0]) < best):
                 best = (until, 4, watch[0])
-        if self.deferred:  # in release order
+        if self.deferred and self.deferred[0][0] < watermark_ms:  # in release order
             release, command = self.deferred[0]
-            if release < watermark_ms and (best is None or (release, 5, "") < best):
-                best = (release, 5, command["intervention_id"])
+            candidate = (release, 5, command["intervention_id"])
+            if best is None or candidate < best:
+                best = candidate
         return best
 
     def _expire(self, before_ms: int, watermark_ms: int) -> None:

@@ -50,7 +50,7 @@ from tests.integration.test_recovery import (
     PARTITIONS,
     Message,
     assigned,
-    partition_of,
+    message_partition,
     ticks,
     traffic,
 )
@@ -96,8 +96,9 @@ def reference(messages: list[Message], rules: Path) -> Reference:
         for p in range(PARTITIONS)
     }
     ref = Reference()
-    for kind, key, value, partition in messages:
-        p = partition if partition is not None else partition_of(key or b"")
+    for message in messages:
+        kind, _, value, _ = message
+        p = message_partition(message)
         out = cores[p].step([Record(kind, value)], now_ms=None)
         cores[p].delivered()
         for c in out.commands:
@@ -337,19 +338,19 @@ def explain_extra(
 ) -> str:
     """For a failure message: each command the reference does not have, the shopper's
     events as sent (topic, partition, type, time, id), and the workers' log lines
-    about dead letters, set-aside events and offsets read again."""
+    about dead letters, set-aside events, offsets read again and restores."""
     lines = []
     for i in sorted(ids):
         cmd = by_id[i]
         lines.append(f"extra {i}: {orjson.dumps(cmd).decode()}")
-        user = cmd.get("user_id", "")
-        for kind, key, value, partition in messages:
-            if key == user.encode():
+        user = cmd.get("user_id", "").encode()
+        for message in messages:
+            kind, key, value, _ = message
+            if key == user:
                 event = orjson.loads(value)
-                p = partition if partition is not None else partition_of(key or b"")
                 lines.append(
-                    f"  {kind}[{p}] {event.get('type')} ts={event.get('ts')} "
-                    f"id={event.get('event_id')}"
+                    f"  {kind}[{message_partition(message)}] {event.get('type')} "
+                    f"ts={event.get('ts')} id={event.get('event_id')}"
                 )
     for w in workers:
         if w.log.exists():

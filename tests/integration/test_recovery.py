@@ -40,6 +40,12 @@ def partition_of(key: bytes) -> int:
     return key_partition(key, PARTITIONS)
 
 
+def message_partition(message: Message) -> int:
+    """Where ``message`` goes: its own partition if it names one, else its key's."""
+    _, key, _, partition = message
+    return partition if partition is not None else partition_of(key or b"")
+
+
 def traffic(shoppers: int, t0: int, seed: int) -> tuple[list[Message], list[str], int]:
     """Generated visits of ``shoppers`` shoppers over 4 hours, in event-time order."""
     sim = ShopperSim(seed, dict(load_rulebook(RULES).timing.cart_dwell_ms), malformed_share=0)
@@ -83,8 +89,9 @@ def reference(messages: list[Message], config: CoreConfig, rules: Path) -> dict[
         for p in range(PARTITIONS)
     }
     ids: set[str] = set()
-    for kind, key, value, partition in messages:
-        p = partition if partition is not None else partition_of(key or b"")
+    for message in messages:
+        kind, _, value, _ = message
+        p = message_partition(message)
         out = cores[p].step([Record(kind, value)], now_ms=None)
         cores[p].delivered()  # as a worker does once the commands are published
         ids.update(cmd["intervention_id"] for cmd in out.commands)
