@@ -26,6 +26,9 @@ per 20 ms to a worker that does all its work per batch anyway.
   when the worker stops) lets the batch run to its end (checkpoint, then publish)
   and acknowledges it. Records the handler marks acked itself
   (``stream/app/stale_events.py``) are never reported;
+- tells faust's sensors about the records taken in and acknowledged once per batch
+  (``stream/app/batch_sensors.py``), leaving their figures as faust's per-record
+  calls would;
 - tells faust's monitor when each partition's records last reached processing, as
   faust's stream does (its livelock check reports partitions whose records nothing
   processes for ``stream_processing_timeout``).
@@ -44,6 +47,8 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from functools import partial
 from time import monotonic
 from typing import Any
+
+from stream.app.batch_sensors import messages_in, messages_out
 
 BatchHandler = Callable[[list[Any]], Awaitable[None]]
 
@@ -128,7 +133,6 @@ class BatchDrain:
         read_offset = consumer._read_offset
         acks_enabled_for = app.topics.acks_enabled_for
         unacked = consumer._unacked_messages
-        on_message_in = app.sensors.on_message_in
         inputs = self.inputs
         batch: list[Any] = []
         async for tp, message in records:
@@ -141,22 +145,21 @@ class BatchDrain:
             if tp.topic in inputs:
                 message.tracked = True
                 unacked.add(message)
-                on_message_in(tp, offset, message)
                 batch.append(message)
             else:
                 await consumer.wait_first(consumer.callback(message), consumer.suspend_flow.wait())
             read_offset[tp] = offset
+        messages_in(app.sensors, batch)  # faust's on_message_in, once per batch
         return batch
 
     def ack(self, batch: Sequence[Any]) -> None:
         """Acknowledge a handled batch (bar what the handler set aside) and tell faust's
         monitor its partitions' records are being processed."""
         consumer_ack = self.consumer.ack
-        on_message_out = self.app.sensors.on_message_out
-        for message in batch:
-            if not message.acked:  # set aside by the handler: never reported
-                consumer_ack(message)
-                on_message_out(message.tp, message.offset, message)
+        done = [message for message in batch if not message.acked]  # bar the set-aside
+        for message in done:
+            consumer_ack(message)
+        messages_out(self.app.sensors, done)  # faust's on_message_out, once per batch
         inbound = self.app.monitor.stream_inbound_time
         now = monotonic()
         for tp in {message.tp for message in batch}:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faust.sensors.monitor import Monitor
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage, Message
 
@@ -155,11 +156,8 @@ class FetchApp:
     def __init__(self, consumer: FetchConsumer) -> None:
         self.consumer = consumer
         self.topics = SimpleNamespace(acks_enabled_for=lambda topic: True)
-        self.sensors = SimpleNamespace(
-            on_message_in=lambda tp, offset, message: None,
-            on_message_out=lambda tp, offset, message: None,
-        )
-        self.monitor = SimpleNamespace(stream_inbound_time={})
+        self.monitor = Monitor()  # faust's own, told per batch (stream/app/batch_sensors.py)
+        self.sensors = [self.monitor]
         self.should_stop = False
 
 
@@ -191,6 +189,9 @@ def test_one_fetch_reaches_the_handler_in_batches_and_is_acknowledged_after() ->
     assert consumer._read_offset[TP("journeys-changelog", 0)] == 7
     assert consumer.commits == 0  # 4 acked, commit_every 5
     assert TP("cart", 0) in app.monitor.stream_inbound_time
+    assert app.monitor.messages_received_total == 5
+    assert app.monitor.messages_active == 1  # the set-aside one is never reported out
+    assert app.monitor.tp_read_offsets[TP("cart", 0)] == 4
 
 
 def test_records_read_already_are_dropped_and_offset_jumps_registered_as_gaps() -> None:

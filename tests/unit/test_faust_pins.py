@@ -6,6 +6,9 @@ import inspect
 from importlib.metadata import version
 
 from aiokafka import AIOKafkaConsumer
+from faust.sensors.base import SensorDelegate
+from faust.sensors.monitor import Monitor
+from faust.sensors.prometheus import PrometheusMonitor
 from faust.streams import Stream
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, Fetcher
@@ -81,3 +84,37 @@ def test_the_drain_loop_the_batch_drain_replaces_is_the_one_it_copies() -> None:
     assert "self._unacked_messages.add(message)" in track
     assert "self._on_message_in(message.tp, message.offset, message)" in track
     assert "if not message.acked:" in inspect.getsource(Consumer.ack)
+
+
+def test_the_sensor_calls_the_batch_drain_makes_per_batch_are_the_ones_it_repeats() -> None:
+    """stream/app/batch_sensors.py does per batch what faust's Monitor and Prometheus
+    sensor do per message: exactly these updates."""
+    monitor_in = inspect.getsource(Monitor.on_message_in)
+    for piece in (
+        "self.messages_received_total += 1",
+        "self.messages_active += 1",
+        "self.messages_received_by_topic[tp.topic] += 1",
+        "self.tp_read_offsets[tp] = offset",
+        "message.time_in = self.time()",
+    ):
+        assert piece in monitor_in, piece
+    assert monitor_in.count("\n        self.") + monitor_in.count("\n        message.") == 5
+    prometheus_in = inspect.getsource(PrometheusMonitor.on_message_in)
+    for piece in (
+        "super().on_message_in(tp, offset, message)",
+        "self._metrics.messages_received.inc()",
+        "self._metrics.active_messages.inc()",
+        "self._metrics.messages_received_per_topics.labels(topic=tp.topic).inc()",
+        "self._metrics.messages_received_per_topics_partition.labels(",
+    ):
+        assert piece in prometheus_in, piece
+    assert prometheus_in.count("self._metrics.") == 4
+    monitor_out = inspect.getsource(Monitor.on_message_out)
+    assert "self.messages_active -= 1" in monitor_out
+    assert "time_out = message.time_out = self.time()" in monitor_out
+    assert "message.time_total = time_out - time_in" in monitor_out
+    prometheus_out = inspect.getsource(PrometheusMonitor.on_message_out)
+    assert "super().on_message_out(tp, offset, message)" in prometheus_out
+    assert "self._metrics.active_messages.dec()" in prometheus_out
+    assert prometheus_out.count("self._metrics.") == 1
+    assert "return iter(self._sensors)" in inspect.getsource(SensorDelegate.__iter__)
