@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream.domain.events import MAX_MESSAGE_BYTES, decode
+from stream.domain.timeutil import MIN_TS_MS, format_ts, parse_ts
 from stream.errors import InvalidEvent
 from tests.helpers import T0
 
@@ -115,3 +120,14 @@ def test_bad_item_inside_a_checkout_names_its_index() -> None:
     with pytest.raises(InvalidEvent) as info:
         decode(orjson.dumps(body), "checkout")
     assert "items[1]" in info.value.reason
+
+
+@given(st.integers(min_value=-(10**13), max_value=10**14))
+def test_formatted_times_are_rfc3339_utc_milliseconds_that_read_back(ms: int) -> None:
+    """format_ts builds its text from cached minutes: the text of the exact instant
+    (integer arithmetic: no float rounding, whatever the year)."""
+    text = format_ts(ms)
+    instant = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    assert text == instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if ms >= MIN_TS_MS:
+        assert parse_ts(text) == ms
