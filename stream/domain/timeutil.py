@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from stream.errors import InvalidEvent
@@ -12,6 +12,9 @@ SECOND = 1000
 MINUTE = 60 * SECOND
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 #: Earliest event time accepted (2000-01-01T00:00:00Z); anything older is a unit mistake.
 MIN_TS_MS = 946_684_800_000
@@ -64,7 +67,9 @@ def _parse_rfc3339(text: str, field: str) -> int:
             "bad_timestamp",
             f"field {field!r} = {text[:40]!r} has no time zone; add 'Z' or an offset like +08:00",
         )
-    return int(parsed.timestamp() * 1000)
+    # Integer arithmetic: timestamp() * 1000 in floats lands a millisecond short for
+    # about one text in 200 ("...876.222Z" read as ...876221).
+    return (parsed - _EPOCH) // _ONE_MS
 
 
 @lru_cache(maxsize=4096)

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from stream.domain.events import MAX_MESSAGE_BYTES, decode
@@ -123,6 +123,8 @@ def test_bad_item_inside_a_checkout_names_its_index() -> None:
 
 
 @given(st.integers(min_value=-(10**13), max_value=10**14))
+@example(1_092_337_876_222)  # read back a millisecond short through float seconds
+@example(9_999_999_999_998)  # formatted a millisecond short through float seconds
 def test_formatted_times_are_rfc3339_utc_milliseconds_that_read_back(ms: int) -> None:
     """format_ts builds its text from cached minutes: the text of the exact instant
     (integer arithmetic: no float rounding, whatever the year)."""
