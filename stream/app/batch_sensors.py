@@ -6,12 +6,15 @@ Prometheus sensor answers each with two label look-ups and four metric updates:
 about 4% of a worker's time on the benchmark traffic, spent on counters. The
 batch drain (``stream/app/drain.py``) takes whole fetches, so it tells the
 sensors once per batch here, leaving every figure as the per-message calls
-would: the same counters, gauges and read offsets, and the same ``time_in`` /
-``time_out`` stamps on the messages.
+would: the same counters, gauges and read offsets. The messages' ``time_in`` is
+the time the batch was taken (faust stamped each record as it read it, a fetch's
+records microseconds apart) and ``time_out`` the time it was acknowledged; nothing
+in faust or goldenflow reads either for these two sensors.
 
-That holds for faust's own ``Monitor`` and ``PrometheusMonitor`` (pinned to the
-faust version by ``tests/unit/test_faust_pins.py``); any other sensor still gets
-one call per message.
+That holds for faust's own ``Monitor`` and ``PrometheusMonitor``, exactly those
+types (pinned to the faust version by ``tests/unit/test_faust_pins.py``). Any
+other sensor, their subclasses included (faust's statsd and Datadog monitors add
+work of their own), still gets one call per message, once the fetch is taken.
 """
 
 from __future__ import annotations

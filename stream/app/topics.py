@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -15,16 +14,10 @@ from stream.config import Settings
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=4_096)
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition the default partitioner gives ``key`` among ``partitions`` (murmur2,
     as aiokafka and the Java client do): where a shopper's events, and so its journey,
-    live.
-
-    Cached for the shoppers of the last few batches: a batch publishes several records
-    per shopper (decisions, outcomes, commands), and aiokafka's murmur2 is Python
-    (~1.8 µs a key, against ~0.1 µs for a cache hit).
-    """
+    live."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 

@@ -9,7 +9,7 @@ the cancel-request latency, the interventions topic itself.
 - start: from spawning the process to the first event processed (metrics polled
   every 50 ms);
 - throughput: events processed between the first and the last metrics sample
-  (every 0.5 s, every 50 ms once 90% are done: a scrape costs the worker CPU);
+  (a scrape costs the worker CPU: see :func:`sample_interval`);
 - RSS per journey: RSS when done minus RSS just before the first event, divided by
   the journeys the worker holds (an upper bound: buffers and allocator slack count);
 - latency, with background traffic at ``rate`` events/s whose event time runs
@@ -208,9 +208,7 @@ def run_pipeline(
                 raise TimeoutError(
                     f"the worker processed {last[1]:.0f} of {expect} events in {timeout:.0f} s"
                 )
-            # Each sample is a scrape of the worker's /metrics, which costs it CPU: a
-            # few a second while it works, every 50 ms near the end to catch it.
-            time.sleep(0.05 if last[1] >= 0.9 * expect else 0.5)
+            time.sleep(sample_interval(first, last, expect))
             samples = worker.samples()
             if samples is not None:
                 last = (time.monotonic(), processed(samples))
@@ -233,6 +231,22 @@ def run_pipeline(
         return result
     finally:
         worker.stop()
+
+
+def sample_interval(first: tuple[float, float], last: tuple[float, float], expect: int) -> float:
+    """How long to wait before the next throughput sample, from (time, events) samples.
+
+    Each sample is a scrape of the worker's /metrics, which costs it CPU: at most two a
+    second while it works, but never past half the time it still needs at the rate so
+    far (and every 50 ms at the end), so the last sample comes within ~50 ms of the
+    last event, however short the run.
+    """
+    elapsed = last[0] - first[0]
+    done = last[1] - first[1]
+    if elapsed <= 0 or done <= 0:
+        return 0.05
+    left = (expect - last[1]) / (done / elapsed)
+    return min(0.5, max(0.05, left / 2))
 
 
 def settle(worker: WorkerUnderTest, settings: Settings, timeout: float = 60.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from faust.sensors.base import Sensor
 from faust.sensors.monitor import Monitor
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
@@ -103,8 +104,26 @@ class Recorder(Sensor):
         self.calls.append(("out", tp, offset))
 
 
-def test_other_sensors_still_get_one_call_per_message() -> None:
-    recorder = Recorder()
+class RecordingMonitor(Monitor):
+    """A subclass of faust's Monitor that adds per-message work (as faust's statsd and
+    Datadog monitors do): it must still be called for every message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, TP, int]] = []
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        super().on_message_in(tp, offset, message)
+        self.calls.append(("in", tp, offset))
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        super().on_message_out(tp, offset, message)
+        self.calls.append(("out", tp, offset))
+
+
+@pytest.mark.parametrize("other", [Recorder, RecordingMonitor])
+def test_other_sensors_still_get_one_call_per_message(other: type[Any]) -> None:
+    recorder = other()
     monitor = Monitor()
     batch = fetch()
     messages_in([recorder, monitor], batch)
@@ -114,6 +133,8 @@ def test_other_sensors_still_get_one_call_per_message() -> None:
     ]
     assert monitor.messages_received_total == 5
     assert monitor.messages_active == 1
+    if isinstance(recorder, Monitor):
+        assert state(recorder) == state(monitor)
 
 
 def test_an_empty_batch_changes_nothing() -> None:

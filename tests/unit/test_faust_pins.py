@@ -113,6 +113,7 @@ def test_the_sensor_calls_the_batch_drain_makes_per_batch_are_the_ones_it_repeat
     assert "self.messages_active -= 1" in monitor_out
     assert "time_out = message.time_out = self.time()" in monitor_out
     assert "message.time_total = time_out - time_in" in monitor_out
+    assert monitor_out.count("self.") == 2  # messages_active, time
     prometheus_out = inspect.getsource(PrometheusMonitor.on_message_out)
     assert "super().on_message_out(tp, offset, message)" in prometheus_out
     assert "self._metrics.active_messages.dec()" in prometheus_out
