@@ -20,7 +20,8 @@ work of their own), still gets one call per message, once the fetch is taken.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import attrgetter
 from typing import Any
 
 from faust.sensors.monitor import Monitor
@@ -41,12 +42,7 @@ def messages_in(sensors: Iterable[Any], batch: Sequence[Any]) -> None:
         last[message.tp] = message.offset
         per_topic[message.topic] += 1
     n = len(batch)
-    for sensor in sensors:
-        kind = type(sensor)
-        if kind not in _KNOWN:
-            for message in batch:
-                sensor.on_message_in(message.tp, message.offset, message)
-            continue
+    for sensor in _batched(sensors, batch, attrgetter("on_message_in")):
         sensor.messages_received_total += n
         sensor.messages_active += n
         for topic, count in per_topic.items():
@@ -55,7 +51,7 @@ def messages_in(sensors: Iterable[Any], batch: Sequence[Any]) -> None:
         now = sensor.time()
         for message in batch:
             message.time_in = now
-        if kind is PrometheusMonitor:
+        if type(sensor) is PrometheusMonitor:
             metrics = sensor._metrics
             metrics.messages_received.inc(n)
             metrics.active_messages.inc(n)
@@ -71,17 +67,26 @@ def messages_out(sensors: Iterable[Any], batch: Sequence[Any]) -> None:
     if not batch:
         return
     n = len(batch)
-    for sensor in sensors:
-        kind = type(sensor)
-        if kind not in _KNOWN:
-            for message in batch:
-                sensor.on_message_out(message.tp, message.offset, message)
-            continue
+    for sensor in _batched(sensors, batch, attrgetter("on_message_out")):
         sensor.messages_active -= n
         now = sensor.time()
         for message in batch:
             message.time_out = now
             if message.time_in is not None:
                 message.time_total = now - message.time_in
-        if kind is PrometheusMonitor:
+        if type(sensor) is PrometheusMonitor:
             sensor._metrics.active_messages.dec(n)
+
+
+def _batched(
+    sensors: Iterable[Any], batch: Sequence[Any], per_message: Callable[[Any], Any]
+) -> Iterator[Any]:
+    """The sensors whose per-message work is done here per batch; every other sensor
+    gets its per-message call (``per_message(sensor)``) for each message, now."""
+    for sensor in sensors:
+        if type(sensor) in _KNOWN:
+            yield sensor
+            continue
+        call = per_message(sensor)
+        for message in batch:
+            call(message.tp, message.offset, message)
