@@ -39,7 +39,7 @@ from stream.config import Settings
 from stream.decide.rulebook import RuleBook, load_rulebook
 from stream.demo.traffic import DEFAULT_LIFT, REACTION_MS, Emitted, ShopperSim, check_lift
 from stream.domain.facts import PATTERNS
-from stream.domain.timeutil import MINUTE, format_ts
+from stream.domain.timeutil import MINUTE, epoch_ms, format_ts
 from stream.errors import GoldenflowError
 from stream.report.outcomes import read_topic_async
 from stream.report.render import print_text, report_document
@@ -200,7 +200,7 @@ def event_start(wall_ms: int, timezone: str = "UTC") -> int:
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo("UTC")
     day = datetime.fromtimestamp(wall_ms / 1000, tz=zone) - timedelta(days=3)
-    return int(day.replace(hour=9, minute=0, second=0, microsecond=0).timestamp() * 1000)
+    return epoch_ms(day.replace(hour=9, minute=0, second=0, microsecond=0))
 
 
 async def _drive(

@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from stream.domain.budget import Bucket
+from stream.domain.timeutil import epoch_ms
 
 HOUR_MS = 3_600_000
 
@@ -59,7 +60,7 @@ class QuietHours:
         release = local.replace(hour=end, minute=0, second=0, microsecond=0)
         if release <= local:
             release += timedelta(days=1)
-        return int(release.timestamp() * 1000)
+        return epoch_ms(release)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from stream.domain.timeutil import DAY, format_ts
+from stream.domain.timeutil import DAY, epoch_ms, format_ts
 from stream.importers.common import (
     Event,
     ImportFailed,
@@ -290,4 +290,4 @@ def _local_ms(text: str) -> int | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_LOCAL)
-    return int(parsed.timestamp() * 1000)
+    return epoch_ms(parsed)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from stream.domain.timeutil import epoch_ms
 from stream.importers.common import (
     Event,
     Stats,
@@ -162,4 +163,4 @@ def _parse(text: str) -> int | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    return epoch_ms(parsed)

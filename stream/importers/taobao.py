@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
+from stream.domain.timeutil import epoch_ms
 from stream.importers.common import (
     Event,
     ImportFailed,
@@ -36,8 +37,8 @@ CATEGORY_PREFIX: Final = "taobao"
 _BEIJING = timezone(timedelta(hours=8))
 #: The dataset's official range, 2017-11-25 to 2017-12-03 Beijing time; rows outside it
 #: (a handful, some months off) are skipped.
-FIRST_MS: Final = int(datetime(2017, 11, 25, tzinfo=_BEIJING).timestamp() * 1000)
-END_MS: Final = int(datetime(2017, 12, 4, tzinfo=_BEIJING).timestamp() * 1000)
+FIRST_MS: Final = epoch_ms(datetime(2017, 11, 25, tzinfo=_BEIJING))
+END_MS: Final = epoch_ms(datetime(2017, 12, 4, tzinfo=_BEIJING))
 WIDTH: Final = 5
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import calendar
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from stream.domain.events import MAX_MESSAGE_BYTES, decode
-from stream.domain.timeutil import MIN_TS_MS, format_ts, parse_ts
+from stream.domain.timeutil import MIN_TS_MS, epoch_ms, format_ts, parse_ts
 from stream.errors import InvalidEvent
 from tests.helpers import T0
 
@@ -133,3 +134,11 @@ def test_formatted_times_are_rfc3339_utc_milliseconds_that_read_back(ms: int) ->
     assert text == instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if ms >= MIN_TS_MS:
         assert parse_ts(text) == ms
+
+
+def test_epoch_ms_is_exact_in_any_zone_and_drops_what_is_past_the_millisecond() -> None:
+    nepal = timezone(timedelta(hours=5, minutes=45))
+    moment = datetime(2004, 8, 12, 23, 31, 16, 222_999, tzinfo=nepal)
+    seconds = calendar.timegm((2004, 8, 12, 23 - 5, 31 - 45, 16))  # timegm normalises
+    assert epoch_ms(moment) == seconds * 1000 + 222
+    assert parse_ts("2004-08-12T23:31:16.222999+05:45") == seconds * 1000 + 222
